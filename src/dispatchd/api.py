@@ -1,0 +1,219 @@
+"""The HTTP surface: routes, the one error shape, and request-body decoding for ingest."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from pydantic import ValidationError
+
+from .constants import API_PREFIX, JSON, NDJSON, RETRY_AFTER_FULL, RETRY_AFTER_STOPPING
+from .errors import ApiError, SpoolFull, SpoolUnavailable
+from .models import RECORD, RECORDS, Record
+
+if TYPE_CHECKING:
+    from .service import Service
+
+log = logging.getLogger(__name__)
+
+SERVICE: web.AppKey[Service] = web.AppKey("service")
+MAX_DETAILS = 100
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), default=str)
+
+
+# -- body decoding --------------------------------------------------------------------------------
+
+
+def decode_records(body: bytes, content_type: str, max_batch: int) -> list[Record]:
+    """Validate a whole request body (one record, an array, or NDJSON); all or nothing."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad_encoding", f"body is not valid UTF-8: {exc}") from None
+    if content_type == NDJSON:
+        return _decode_ndjson(body, max_batch)
+    is_array = body.lstrip()[:1] == b"["
+    try:
+        records = RECORDS.validate_json(body) if is_array else [RECORD.validate_json(body)]
+    except ValidationError as exc:
+        raise _validation_error(exc, array=is_array) from None
+    _check_count(len(records), max_batch)
+    return records
+
+
+def _decode_ndjson(body: bytes, max_batch: int) -> list[Record]:
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    _check_count(len(lines), max_batch)
+    records, details = [], []
+    for index, line in enumerate(lines):
+        try:
+            records.append(RECORD.validate_json(line))
+        except ValidationError as exc:
+            if _is_json_error(exc):
+                raise ApiError(400, "bad_json", f"record {index} is not valid JSON", [
+                    {"index": index, "message": exc.errors()[0]["msg"]}
+                ]) from None
+            details.extend(_details(exc, index))
+    if details:
+        raise _invalid(details)
+    return records
+
+
+def _check_count(count: int, max_batch: int) -> None:
+    if count > max_batch:
+        raise ApiError(
+            422, "too_many_records",
+            f"{count} records in one request; server.max_batch is {max_batch}",
+        )
+
+
+def _is_json_error(exc: ValidationError) -> bool:
+    return any(e["type"] == "json_invalid" for e in exc.errors())
+
+
+def _validation_error(exc: ValidationError, array: bool) -> ApiError:
+    if _is_json_error(exc):
+        msg = exc.errors()[0]["msg"]
+        return ApiError(400, "bad_json", f"body is not valid JSON: {msg}")
+    details = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = list(error["loc"])
+        index = loc.pop(0) if array and loc and isinstance(loc[0], int) else 0
+        details.append(_detail(index, loc, error["msg"], error["type"]))
+    return _invalid(details)
+
+
+def _details(exc: ValidationError, index: int) -> list[dict[str, Any]]:
+    return [
+        _detail(index, list(e["loc"]), e["msg"], e["type"])
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _detail(index: Any, loc: list[Any], message: str, kind: str) -> dict[str, Any]:
+    return {"index": index, "field": ".".join(str(p) for p in loc), "message": message, "type": kind}
+
+
+def _invalid(details: list[dict[str, Any]]) -> ApiError:
+    first = details[0]
+    where = f"record {first['index']}" + (f", field {first['field']}" if first["field"] else "")
+    return ApiError(
+        422, "validation_failed", f"{len(details)} problem(s); first: {where}: {first['message']}",
+        details[:MAX_DETAILS],
+    )
+
+
+# -- routes -------------------------------------------------------------------------------------
+
+
+async def post_events(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    if service.stopping:
+        raise _unavailable("shutting_down", "dispatchd is shutting down", RETRY_AFTER_STOPPING)
+    content_type = request.content_type
+    if content_type not in (JSON, NDJSON):
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"content type {content_type!r} is not accepted; use {JSON} or {NDJSON}",
+        )
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise ApiError(415, "unsupported_media_type", f"charset {charset!r}; only utf-8 is accepted")
+    body = await request.read()
+    records = decode_records(body, content_type, service.config.server.max_batch)
+    try:
+        await service.ingest(records)
+    except SpoolFull as exc:
+        raise _unavailable("spool_full", str(exc), RETRY_AFTER_FULL) from None
+    except SpoolUnavailable as exc:
+        raise _unavailable("spool_unavailable", str(exc), RETRY_AFTER_FULL) from None
+    return json_response({"accepted": len(records), "ids": [r.id for r in records]}, status=202)
+
+
+def _unavailable(code: str, message: str, retry_after: int) -> ApiError:
+    return ApiError(503, code, message, headers={"Retry-After": str(retry_after)})
+
+
+async def get_dispatchers(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return json_response({"dispatchers": await service.dispatcher_status()})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems = request.app[SERVICE].readiness_problems()
+    if problems:
+        return json_response({"status": "unavailable", "problems": problems}, status=503)
+    return json_response({"status": "ready"})
+
+
+# -- middlewares --------------------------------------------------------------------------------
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every error, ours or aiohttp's, in the one error shape."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_response(exc.body(), status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        error = ApiError(exc.status, code, exc.text or exc.reason)
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return json_response(error.body(), status=exc.status, headers=headers)
+
+
+def auth_middleware(tokens: tuple[str, ...]) -> Middleware:
+    """Bearer-token check on ``/v1`` routes, in constant time; no tokens means no auth."""
+    encoded = [t.encode() for t in tokens]
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if encoded and request.path.startswith(API_PREFIX + "/"):
+            given = request.headers.get("Authorization", "")
+            scheme, _, token = given.partition(" ")
+            ok = scheme.lower() == "bearer" and _any_equal(token.strip().encode(), encoded)
+            if not ok:
+                raise ApiError(
+                    401, "unauthorized", "a valid bearer token is required",
+                    headers={"WWW-Authenticate": 'Bearer realm="dispatchd"'},
+                )
+        return await handler(request)
+
+    return check
+
+
+def _any_equal(given: bytes, tokens: list[bytes]) -> bool:
+    # Compare against every token so that timing does not reveal which one nearly matched.
+    return sum(hmac.compare_digest(given, token) for token in tokens) > 0
+
+
+def make_app(service: Service) -> web.Application:
+    server = service.config.server
+    app = web.Application(
+        client_max_size=server.max_body_bytes,
+        middlewares=[error_middleware, auth_middleware(server.auth_tokens)],
+    )
+    app[SERVICE] = service
+    app.router.add_post(f"{API_PREFIX}/events", post_events)
+    app.router.add_get(f"{API_PREFIX}/dispatchers", get_dispatchers)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

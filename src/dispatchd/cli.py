@@ -1,0 +1,111 @@
+"""The ``dispatchd`` command: serve, check-config, plugins."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__, config, registry, service
+from .errors import ConfigError
+
+log = logging.getLogger("dispatchd")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    code: int = args.func(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dispatchd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dispatchd {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the daemon")
+    _config_option(serve)
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    _config_option(check)
+    check.set_defaults(func=_check_config)
+
+    plugins = commands.add_parser("plugins", help="list every discovered dispatcher")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(func=_plugins)
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=config.default_path(),
+        help="config file (default: $DISPATCHD_CONFIG or config/dispatchd.toml)",
+    )
+
+
+def _load(path: str) -> config.Config | None:
+    try:
+        return config.load(path)
+    except ConfigError as exc:
+        print(f"dispatchd: invalid config {exc.path}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    for problem in registry.check(cfg):
+        log.warning("config: %s", problem)
+    asyncio.run(service.run(cfg, args.config))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    problems = registry.check(cfg)
+    if problems:
+        print(f"dispatchd: invalid config {args.config}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    enabled = ", ".join(cfg.dispatch.enabled) or "none"
+    print(f"{args.config}: OK (enabled dispatchers: {enabled})")
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    infos = registry.inspect_all()
+    if args.json:
+        print(json.dumps([vars(info) for info in infos], indent=2))
+        return 0
+    rows = [("NAME", "ENTRY POINT", "DISTRIBUTION", "STATUS")]
+    for info in infos:
+        status = "loadable" if info.error is None else f"error: {info.error}"
+        rows.append((info.name, info.value, info.distribution or "-", status))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
+        print("  ".join([*cells, row[3]]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

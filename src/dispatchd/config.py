@@ -1,0 +1,121 @@
+"""The TOML configuration: parsed and validated into frozen models, with no side effects."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .constants import CONFIG_ENV, DEFAULT_CONFIG_PATH
+from .errors import ConfigError
+from .models import Level
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    max_batch: PositiveInt = 1000
+    auth_tokens: tuple[str, ...] = ()
+    shutdown_timeout: PositiveFloat = 8.0
+
+
+class SpoolConfig(_Section):
+    path: str = "var/spool.db"
+    sync: Literal["off", "normal", "full"] = "normal"
+    max_events: PositiveInt = 1_000_000
+
+
+class DispatchConfig(_Section):
+    enabled: tuple[str, ...] = ("database",)
+    level: Level = 20
+    exclude_derived_actions: bool = True
+    batch_size: PositiveInt = 500
+    max_attempts: PositiveInt = 10
+    backoff_initial: PositiveFloat = 0.5
+    backoff_max: PositiveFloat = 30.0
+    timeout: PositiveFloat = 30.0
+
+
+class Config(_Section):
+    """The whole file. ``dispatchers`` tables are validated by each plugin's ``Options``."""
+
+    server: ServerConfig = ServerConfig()
+    spool: SpoolConfig = SpoolConfig()
+    dispatch: DispatchConfig = DispatchConfig()
+    dispatchers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def dispatcher_table(self, name: str) -> dict[str, Any]:
+        """The ``[dispatchers.<name>]`` table, empty if absent."""
+        return dict(self.dispatchers.get(name, {}))
+
+
+def expand_env(value: Any, where: str = "") -> Any:
+    """Replace ``${NAME}`` (or ``${NAME:-default}``) in every string with the environment's value."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: _lookup(m, where), value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _lookup(match: re.Match[str], where: str) -> str:
+    name, default = match.group(1), match.group(2)
+    found = os.environ.get(name, default)
+    if found is None:
+        raise ConfigError(where or "config", [f"{where}: environment variable {name} is not set"])
+    return found
+
+
+def format_errors(error: ValidationError, prefix: str = "") -> list[str]:
+    """One ``dotted.key: message`` line per pydantic error."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+        lines.append(f"{key or '(top level)'}: {item['msg']}")
+    return lines
+
+
+def parse(text: str, path: str = "<string>") -> Config:
+    """Validate TOML text into a ``Config``; raise ``ConfigError`` naming every bad key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"invalid TOML: {exc}"]) from None
+    try:
+        raw = expand_env(raw)
+    except ConfigError as exc:
+        raise ConfigError(path, exc.problems) from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(path, format_errors(exc)) from None
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate the file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc}"]) from None
+    return parse(text, str(path))
+
+
+def default_path() -> str:
+    """``$DISPATCHD_CONFIG`` or ``config/dispatchd.toml``."""
+    return os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH)

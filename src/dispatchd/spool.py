@@ -1,0 +1,371 @@
+"""The durable spool: SQLite in WAL mode, one group-committing writer, one cursor per dispatcher.
+
+Every write (appends, cursor moves, dead letters) goes through one writer task that takes all the
+operations waiting, applies them in one transaction and then answers them all. Records get
+consecutive sequence numbers, so the backlog is ``head - floor`` without counting rows, and rows
+at or below every cursor are deleted in the same transaction that moves the last cursor past them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+
+from .errors import SpoolFull, SpoolUnavailable
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    seq   INTEGER PRIMARY KEY,
+    level INTEGER NOT NULL,
+    body  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursor (
+    name TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    rowid      INTEGER PRIMARY KEY,
+    dispatcher TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    error      TEXT NOT NULL,
+    attempts   INTEGER NOT NULL,
+    failed_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letter_dispatcher ON dead_letter (dispatcher, rowid);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One spooled record: its sequence number, level and JSON body."""
+
+    seq: int
+    level: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a dispatcher gave up on, with the error of its last attempt."""
+
+    dispatcher: str
+    row: Row
+    error: str
+    attempts: int
+
+
+@dataclass
+class _Batch:
+    """Operations taken together by the writer; applied in one transaction."""
+
+    appends: list[tuple[int, int, str]] = field(default_factory=list)
+    cursors: dict[str, int] = field(default_factory=dict)
+    dropped: set[str] = field(default_factory=set)
+    dead: list[DeadLetter] = field(default_factory=list)
+    retired: list[tuple[str, int, str]] = field(default_factory=list)  # name, cursor, reason
+    head: int = 0
+    floor: int = 0
+
+
+AT_HEAD = -1  # a cursor value meaning "the head as of this commit"
+
+
+@dataclass
+class _Op:
+    rows: Sequence[tuple[int, str]] = ()
+    cursor: tuple[str, int] | None = None
+    drop: str | None = None
+    retire: str | None = None  # the reason; ``drop`` names the dispatcher
+    dead: list[DeadLetter] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    done: asyncio.Future[None] | None = None
+
+
+class Spool:
+    """The on-disk buffer between ingest and the dispatch workers."""
+
+    def __init__(self, path: str | Path, sync: str = "normal", max_events: int = 1_000_000) -> None:
+        self.path = Path(path)
+        self.sync = sync
+        self.max_events = max_events
+        self.head = 0  # last committed seq
+        self.floor = 0  # every seq <= floor is deleted
+        self.cursors: dict[str, int] = {}
+        self._queued = 0  # records appended but not yet committed
+        self._writer_db: aiosqlite.Connection | None = None
+        self._reader_db: aiosqlite.Connection | None = None
+        self._ops: asyncio.Queue[_Op | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._listeners: set[asyncio.Event] = set()
+        self.commits = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (or create) the file, restore head, floor and cursors, start the writer."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_db = await self._connect()
+        await self._writer_db.executescript(SCHEMA)
+        self._reader_db = await self._connect()
+        await self._restore()
+        self._writer = asyncio.create_task(self._write_loop(), name="spool-writer")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute(f"PRAGMA synchronous={self.sync.upper()}")
+        await db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    async def _restore(self) -> None:
+        assert self._writer_db is not None
+        db = self._writer_db
+        async with db.execute("SELECT MIN(seq), MAX(seq) FROM spool") as cur:
+            low, high = await cur.fetchone() or (None, None)
+        async with db.execute("SELECT name, seq FROM cursor") as cur:
+            self.cursors = {name: seq async for name, seq in cur}
+        async with db.execute("SELECT value FROM meta WHERE key = 'head'") as cur:
+            meta = await cur.fetchone()
+        # head survives compaction through meta; rows and cursors can only agree with it or lag.
+        self.head = max([meta[0] if meta else 0, high or 0, *self.cursors.values()])
+        self.floor = (low - 1) if low is not None else self.head
+
+    async def close(self) -> None:
+        """Apply every queued operation, stop the writer and close both connections."""
+        if self._writer is not None:
+            await self._ops.put(None)
+            await self._writer
+            self._writer = None
+        for db in (self._reader_db, self._writer_db):
+            if db is not None:
+                await db.close()
+        self._reader_db = self._writer_db = None
+
+    # -- public operations -------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    @property
+    def backlog(self) -> int:
+        """Records stored, committed or queued, that some cursor has not passed."""
+        return self.head - self.floor + self._queued
+
+    def is_full(self) -> bool:
+        return self.backlog >= self.max_events
+
+    def room(self) -> int:
+        return max(0, self.max_events - self.backlog)
+
+    async def append(self, records: Sequence[tuple[int, str]]) -> list[int]:
+        """Durably store ``(level, body)`` records; return their seqs once committed."""
+        if self._writer is None:
+            raise SpoolUnavailable("the spool is closed")
+        if len(records) > self.room():
+            raise SpoolFull(f"the spool holds {self.backlog} of {self.max_events} events")
+        self._queued += len(records)
+        op = _Op(rows=records)
+        try:
+            await self._submit(op)
+        finally:
+            self._queued -= len(records)
+        return op.seqs
+
+    async def move_cursor(self, name: str, seq: int) -> None:
+        """Record that ``name`` has everything up to ``seq``; commits before returning."""
+        await self._submit(_Op(cursor=(name, seq)))
+
+    async def ensure_cursor(self, name: str) -> int:
+        """The cursor of ``name``, created at the head (new events only) if it has none."""
+        if name not in self.cursors:
+            await self._submit(_Op(cursor=(name, AT_HEAD)))
+        return self.cursors[name]
+
+    async def drop_cursor(self, name: str) -> None:
+        """Forget a dispatcher's cursor, letting compaction pass it."""
+        if name in self.cursors:
+            await self._submit(_Op(drop=name))
+
+    async def retire_cursor(self, name: str, reason: str) -> int:
+        """Move what ``name`` has not been given to its dead letters, then drop its cursor."""
+        if name not in self.cursors:
+            return 0
+        owed = self.head - self.cursors[name]
+        await self._submit(_Op(drop=name, retire=reason))
+        return owed
+
+    async def dead_letter(self, letters: list[DeadLetter]) -> None:
+        await self._submit(_Op(dead=letters))
+
+    async def read(self, after: int, limit: int) -> list[Row]:
+        """Committed records with ``seq > after``, oldest first."""
+        assert self._reader_db is not None
+        sql = "SELECT seq, level, body FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
+        async with self._reader_db.execute(sql, (after, limit)) as cur:
+            return [Row(seq, level, body) async for seq, level, body in cur]
+
+    async def dead_letters(self, dispatcher: str | None = None) -> list[DeadLetter]:
+        assert self._reader_db is not None
+        sql = "SELECT dispatcher, seq, body, error, attempts FROM dead_letter"
+        args: tuple[str, ...] = ()
+        if dispatcher is not None:
+            sql, args = sql + " WHERE dispatcher = ?", (dispatcher,)
+        async with self._reader_db.execute(sql + " ORDER BY rowid", args) as cur:
+            return [
+                DeadLetter(d, Row(seq, 0, body), error, attempts)
+                async for d, seq, body, error, attempts in cur
+            ]
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        assert self._reader_db is not None
+        sql = "SELECT dispatcher, COUNT(*) FROM dead_letter GROUP BY dispatcher"
+        async with self._reader_db.execute(sql) as cur:
+            return {name: count async for name, count in cur}
+
+    def listen(self) -> asyncio.Event:
+        """An event set after every commit that stored new records."""
+        event = asyncio.Event()
+        self._listeners.add(event)
+        return event
+
+    def unlisten(self, event: asyncio.Event) -> None:
+        self._listeners.discard(event)
+
+    # -- the writer ----------------------------------------------------------------------------
+
+    async def _submit(self, op: _Op) -> None:
+        op.done = asyncio.get_running_loop().create_future()
+        await self._ops.put(op)
+        await op.done
+
+    async def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            ops: list[_Op] = []
+            first = await self._ops.get()
+            stopping = first is None
+            if first is not None:
+                ops.append(first)
+            while not self._ops.empty():
+                op = self._ops.get_nowait()
+                stopping = stopping or op is None
+                if op is not None:
+                    ops.append(op)
+            if ops:
+                await self._commit(ops)
+
+    async def _commit(self, ops: list[_Op]) -> None:
+        batch = self._plan(ops)
+        started = time.perf_counter()
+        try:
+            await self._apply(batch)
+        except Exception as exc:  # sqlite3 errors and aiosqlite's closed-connection errors alike
+            log.error("spool commit of %d operations failed: %s", len(ops), exc)
+            await self._rollback()
+            for op in ops:
+                _settle(op, SpoolUnavailable(f"spool commit failed: {exc}"))
+            return
+        self._after_commit(batch)
+        self.commits += 1
+        log.debug("spool commit: %d ops in %.1f ms", len(ops), (time.perf_counter() - started) * 1e3)
+        for op in ops:
+            _settle(op, None)
+        if batch.appends:
+            for event in self._listeners:
+                event.set()
+
+    def _plan(self, ops: list[_Op]) -> _Batch:
+        """Fold queued operations, in order, into one batch; seqs are given here."""
+        batch = _Batch()
+        seq = self.head
+        for op in ops:
+            for level, body in op.rows:
+                seq += 1
+                op.seqs.append(seq)
+                batch.appends.append((seq, level, body))
+            if op.cursor is not None:
+                name, at = op.cursor
+                batch.cursors[name] = seq if at == AT_HEAD else at
+                batch.dropped.discard(name)
+            if op.drop is not None:
+                if op.retire is not None and op.drop in self.cursors:
+                    batch.retired.append((op.drop, self.cursors[op.drop], op.retire))
+                batch.dropped.add(op.drop)
+                batch.cursors.pop(op.drop, None)
+            batch.dead.extend(op.dead)
+        cursors = {**self.cursors, **batch.cursors}
+        for name in batch.dropped:
+            cursors.pop(name, None)
+        batch.head = seq
+        # No cursor at all means no dispatcher is owed anything: everything may go.
+        batch.floor = max(self.floor, min(cursors.values(), default=seq))
+        return batch
+
+    async def _apply(self, batch: _Batch) -> None:
+        db = self._writer_db
+        assert db is not None
+        await db.execute("BEGIN IMMEDIATE")
+        for name, cursor, reason in batch.retired:
+            await db.execute(
+                "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
+                " SELECT ?, seq, body, ?, 0, ? FROM spool WHERE seq > ? AND seq <= ?",
+                (name, reason, time.time(), cursor, self.head),
+            )
+        if batch.appends:
+            await db.executemany("INSERT INTO spool (seq, level, body) VALUES (?, ?, ?)", batch.appends)
+            await db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (batch.head,)
+            )
+        if batch.dead:
+            await db.executemany(
+                "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(d.dispatcher, d.row.seq, d.row.body, d.error, d.attempts, time.time())
+                 for d in batch.dead],
+            )
+        if batch.cursors:
+            await db.executemany(
+                "INSERT OR REPLACE INTO cursor (name, seq) VALUES (?, ?)", batch.cursors.items()
+            )
+        if batch.dropped:
+            await db.executemany("DELETE FROM cursor WHERE name = ?", [(n,) for n in batch.dropped])
+        if batch.floor > self.floor:
+            await db.execute("DELETE FROM spool WHERE seq <= ?", (batch.floor,))
+        await db.execute("COMMIT")
+
+    def _after_commit(self, batch: _Batch) -> None:
+        self.head = batch.head
+        self.floor = batch.floor
+        self.cursors.update(batch.cursors)
+        for name in batch.dropped:
+            self.cursors.pop(name, None)
+
+    async def _rollback(self) -> None:
+        assert self._writer_db is not None
+        try:
+            await self._writer_db.execute("ROLLBACK")
+        except Exception as exc:  # no transaction open is fine; anything else is logged
+            log.debug("spool rollback: %s", exc)
+
+
+def _settle(op: _Op, error: Exception | None) -> None:
+    if op.done is None or op.done.done():
+        return
+    if error is None:
+        op.done.set_result(None)
+    else:
+        op.done.set_exception(error)

@@ -1,0 +1,288 @@
+"""One worker per enabled dispatcher: read its cursor, filter, deliver with retries, dead-letter.
+
+Every call into plugin code goes through ``Worker._call`` (timeout, sync-in-thread) and every
+outcome through ``Worker._attempt`` (delivered, or an error that is logged and counted), so a
+plugin's failure never leaves its worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from .backend import EventBackend
+from .config import Config
+from .constants import CAUSE_DERIVED
+from .models import Record
+from .spool import DeadLetter, Row, Spool
+
+log = logging.getLogger(__name__)
+
+State = Literal["starting", "running", "retrying", "failed", "draining", "stopped"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a worker filters and retries; rebuilt from the config on reload."""
+
+    min_level: int = 20
+    exclude_derived: bool = True
+    batch_size: int = 500
+    max_attempts: int = 10
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    timeout: float = 30.0
+
+    @classmethod
+    def of(cls, config: Config, level: int | None = None) -> Policy:
+        d = config.dispatch
+        return cls(
+            min_level=d.level if level is None else level,
+            exclude_derived=d.exclude_derived_actions,
+            batch_size=d.batch_size,
+            max_attempts=d.max_attempts,
+            backoff_initial=d.backoff_initial,
+            backoff_max=d.backoff_max,
+            timeout=d.timeout,
+        )
+
+    def wants(self, record: Record) -> bool:
+        """Senlin's ``_dump`` filters: the priority watermark and ``exclude_derived_actions``."""
+        if record.level < self.min_level:
+            return False
+        # Only plain derived actions are noise; "Derived Action with Lifecycle Hook" is kept.
+        return not (self.exclude_derived and record.action.cause == CAUSE_DERIVED)
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter for the wait after failed attempt ``attempt``."""
+        delay: float = min(self.backoff_max, self.backoff_initial * 2.0 ** (attempt - 1))
+        return delay * random.uniform(0.5, 1.0)
+
+
+class _Stop(Exception):
+    """Raised inside a batch when a stop request cuts a backoff short."""
+
+
+@dataclass
+class Stats:
+    delivered: int = 0
+    skipped: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    last_error: str | None = None
+
+
+class Worker:
+    """Delivers one dispatcher's share of the spool, from its own cursor, in batches."""
+
+    def __init__(
+        self, name: str, backend: EventBackend, spool: Spool, policy: Policy
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self.spool = spool
+        self.policy = policy
+        self.state: State = "starting"
+        self.stats = Stats()
+        self.cursor = 0
+        self._done = 0  # last seq handled (delivered, skipped or dead-lettered) in this batch
+        self._stopping = asyncio.Event()
+        self._wake = spool.listen()
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"worker:{self.name}")
+
+    def cancel(self) -> None:
+        """Abandon the batch in hand now; what was delivered is still committed."""
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self, grace: float) -> None:
+        """Finish the batch in hand (up to ``grace`` seconds), commit the cursor, close."""
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=grace)
+            if not done:
+                log.warning("dispatcher %s: still busy after %.1fs, cancelling", self.name, grace)
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        self.spool.unlisten(self._wake)
+        await self._close_backend()
+        self.state = "stopped"
+
+    async def run(self, until_idle: bool = False) -> None:
+        """Deliver until stopped; with ``until_idle``, return once the cursor reaches the head."""
+        if not await self._start_backend():
+            return
+        self.cursor = await self.spool.ensure_cursor(self.name)
+        self.state = "running"
+        while not self._stopping.is_set():
+            self._wake.clear()
+            rows = await self.spool.read(self.cursor, self.policy.batch_size)
+            if rows:
+                try:
+                    await self._process(rows)
+                except _Stop:
+                    return
+            elif until_idle:
+                return
+            else:
+                await self._wake.wait()
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _process(self, rows: list[Row]) -> None:
+        self._done = self.cursor
+        try:
+            wanted = await self._decode(rows)
+            if wanted:
+                await self._deliver(wanted)
+            self._done = rows[-1].seq
+        finally:
+            # Shielded: a cancellation at shutdown must not lose the record of what was delivered.
+            if self._done > self.cursor:
+                await asyncio.shield(self.spool.move_cursor(self.name, self._done))
+                self.cursor = self._done
+
+    async def _decode(self, rows: list[Row]) -> list[tuple[Row, Record]]:
+        wanted, bad = [], []
+        for row in rows:
+            try:
+                record = Record.model_validate_json(row.body)
+            except ValidationError as exc:
+                bad.append(DeadLetter(self.name, row, f"undecodable spool record: {exc}", 0))
+                continue
+            if self.policy.wants(record):
+                wanted.append((row, record))
+            else:
+                self.stats.skipped += 1
+        if bad:
+            await self._dead_letter(bad)
+        return wanted
+
+    async def _deliver(self, items: list[tuple[Row, Record]]) -> None:
+        if self.backend.has_batch() and len(items) > 1:
+            records = [record for _, record in items]
+            error = await self._attempt(self.backend.dump_batch, records)
+            if error is None:
+                self.stats.delivered += len(items)
+                self.state = "running"
+                return
+            # One bad record must not hold back the rest: retry them one by one.
+            await self._pause(1)
+            for row, record in items:
+                await self._deliver_one(row, record, first_attempt=2)
+            return
+        for row, record in items:
+            await self._deliver_one(row, record, first_attempt=1)
+
+    async def _deliver_one(self, row: Row, record: Record, first_attempt: int) -> None:
+        attempt = first_attempt
+        while True:
+            error = await self._attempt(self._single_call(), record)
+            if error is None:
+                self.stats.delivered += 1
+                self.state = "running"
+                self._done = row.seq
+                return
+            if attempt >= self.policy.max_attempts:
+                await self._dead_letter([DeadLetter(self.name, row, error, attempt)])
+                self._done = row.seq
+                return
+            await self._pause(attempt)
+            attempt += 1
+
+    def _single_call(self) -> Callable[[Record], Any]:
+        backend = self.backend
+        if backend.has_batch():
+            return lambda record: backend.dump_batch([record])
+        return lambda record: backend.dump(record.level, record.action, **record.dump_kwargs())
+
+    async def _attempt(self, fn: Callable[..., Any], *args: Any) -> str | None:
+        """Call the plugin once; ``None`` if it returned, else the error text (logged, counted)."""
+        try:
+            await self._call(fn, *args)
+            return None
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            error = f"timed out after {self.policy.timeout:g}s"
+        except Exception as exc:  # the worker boundary: whatever a plugin raises stays here
+            error = f"{type(exc).__name__}: {exc}"
+            log.debug("dispatcher %s traceback", self.name, exc_info=True)
+        self.stats.failed += 1
+        self.stats.last_error = error
+        self.state = "retrying"
+        log.error("dispatcher %s: delivery failed: %s", self.name, error)
+        return error
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            coro = fn(*args, **kwargs)
+        else:
+            coro = asyncio.to_thread(fn, *args, **kwargs)
+        result = await asyncio.wait_for(coro, self.policy.timeout)
+        if inspect.isawaitable(result):  # a lambda or classmethod handing back a coroutine
+            result = await asyncio.wait_for(result, self.policy.timeout)
+        return result
+
+    async def _pause(self, attempt: int) -> None:
+        """Back off before the next attempt; a stop request cuts the wait short."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.policy.backoff(attempt))
+        if self._stopping.is_set():
+            raise _Stop  # leave the batch; the cursor keeps what was done
+
+    async def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        await self.spool.dead_letter(letters)
+        self.stats.dead_lettered += len(letters)
+        for letter in letters:
+            log.error(
+                "dispatcher %s: dead-lettered seq %d after %d attempts: %s",
+                self.name, letter.row.seq, letter.attempts, letter.error,
+            )
+
+    # -- backend start and close ------------------------------------------------------------
+
+    async def _start_backend(self) -> bool:
+        attempt = 1
+        while not self._stopping.is_set():
+            try:
+                await self._call(self.backend.start)
+                self._started = True
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a plugin failing to start is reported, then retried
+                self.state = "failed"
+                self.stats.last_error = f"start failed: {type(exc).__name__}: {exc}"
+                log.error("dispatcher %s: %s", self.name, self.stats.last_error)
+                log.debug("dispatcher %s traceback", self.name, exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.policy.backoff(attempt))
+            attempt += 1
+        return False
+
+    async def _close_backend(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        try:
+            await self._call(self.backend.close)
+        except Exception as exc:  # closing is best effort; what was delivered is already recorded
+            log.error("dispatcher %s: close failed: %s", self.name, exc)
