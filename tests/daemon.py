@@ -1,0 +1,117 @@
+"""The real ``dispatchd`` process for black-box tests: start on a free port, talk HTTP, kill."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .conftest import TESTPLUGINS, config_text
+
+DISPATCHD = Path(sys.executable).parent / "dispatchd"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Daemon:
+    """One data directory and config; ``start`` can be called again after a stop or a kill."""
+
+    def __init__(self, tmp: Path, enabled: list[str], extra: str = "") -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.config = tmp / "dispatchd.toml"
+        self.write_config(enabled, extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp / "daemon.log"
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def write_config(self, enabled: list[str], extra: str = "") -> None:
+        self.config.write_text(config_text(self.tmp, enabled, self.port, extra))
+
+    async def start(self, timeout: float = 20.0) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTPLUGINS), os.environ.get("PYTHONPATH", "")])}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(DISPATCHD), "serve", "-c", str(self.config)], stdout=log, stderr=log, env=env
+            )
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"dispatchd exited with {self.proc.returncode}:\n{self.logs()}")
+                try:
+                    async with session.get(self.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"dispatchd not ready after {timeout}s:\n{self.logs()}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    # -- what the sinks hold ---------------------------------------------------------------
+
+    def db_rows(self) -> list[sqlite3.Row]:
+        path = self.tmp / "events.db"
+        if not path.exists():
+            return []
+        with sqlite3.connect(path) as db:
+            db.row_factory = sqlite3.Row
+            try:
+                return list(db.execute("SELECT * FROM event"))
+            except sqlite3.OperationalError:
+                return []
+
+    def lines(self, name: str) -> list[str]:
+        path = self.tmp / name
+        return path.read_text().splitlines() if path.exists() else []
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: Any, **kwargs: Any) -> tuple[int, Any]:
+    """POST JSON data (or raw bytes with ``headers``) to ``url``; returns status and decoded body."""
+    if isinstance(body, bytes | str):
+        async with session.post(url, data=body, **kwargs) as resp:
+            return resp.status, await resp.json()
+    async with session.post(url, json=body, **kwargs) as resp:
+        return resp.status, await resp.json()
+
+
+async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.05) -> None:
+    """Wait until ``check()`` is truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from dispatchd.errors import SpoolFull, SpoolUnavailable
+from dispatchd.spool import DeadLetter, Row, Spool
+
+
+@pytest.fixture
+async def spool(tmp_path):
+    s = Spool(tmp_path / "spool.db", max_events=100)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def rows(n: int, level: int = 20) -> list[tuple[int, str]]:
+    return [(level, f'{{"n": {i}}}') for i in range(n)]
+
+
+async def test_wal_mode_and_sync_setting(tmp_path):
+    s = Spool(tmp_path / "s.db", sync="full")
+    await s.open()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    await s.close()
+
+
+async def test_group_commit_takes_every_waiting_append_in_one_transaction(spool):
+    await spool.ensure_cursor("d")
+    before = spool.commits
+    results = await asyncio.gather(*(spool.append(rows(2)) for _ in range(20)))
+    assert spool.commits - before <= 2  # the first may be taken alone, the rest wait together
+    seqs = [seq for result in results for seq in result]
+    assert seqs == list(range(1, 41))  # consecutive, in request order
+    assert [r.seq for r in await spool.read(0, 100)] == seqs
+
+
+async def test_append_commits_before_returning(spool, tmp_path):
+    await spool.ensure_cursor("d")
+    await spool.append(rows(3))
+    with sqlite3.connect(tmp_path / "spool.db") as db:  # another connection sees it at once
+        assert db.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 3
+
+
+async def test_a_new_cursor_starts_at_the_head(spool):
+    await spool.ensure_cursor("old")
+    await spool.append(rows(5))
+    assert await spool.ensure_cursor("new") == 5
+    assert await spool.ensure_cursor("old") == 0
+
+
+async def test_rows_every_cursor_passed_are_deleted(spool, tmp_path):
+    await spool.ensure_cursor("a")
+    await spool.ensure_cursor("b")
+    await spool.append(rows(10))
+    await spool.move_cursor("a", 8)
+    assert spool.floor == 0 and spool.backlog == 10
+    await spool.move_cursor("b", 4)
+    assert spool.floor == 4 and spool.backlog == 6
+    assert [r.seq for r in await spool.read(0, 100)] == list(range(5, 11))
+    await spool.drop_cursor("b")
+    assert spool.floor == 8
+    with sqlite3.connect(tmp_path / "spool.db") as db:
+        assert db.execute("SELECT MIN(seq), COUNT(*) FROM spool").fetchone() == (9, 2)
+
+
+async def test_without_cursors_nothing_is_kept(spool):
+    await spool.append(rows(3))
+    assert spool.backlog == 0 and await spool.read(0, 10) == []
+
+
+async def test_bound_rejects_whole_requests_beyond_max_events(spool):
+    await spool.ensure_cursor("d")
+    await spool.append(rows(90))
+    with pytest.raises(SpoolFull):
+        await spool.append(rows(11))
+    await spool.append(rows(10))
+    assert spool.is_full()
+    await spool.move_cursor("d", 50)
+    assert not spool.is_full() and spool.room() == 50
+
+
+async def test_state_survives_reopen(tmp_path):
+    s = Spool(tmp_path / "s.db")
+    await s.open()
+    await s.ensure_cursor("a")
+    await s.append(rows(5))
+    await s.move_cursor("a", 5)  # everything compacted away; head must still be 5
+    await s.ensure_cursor("b")
+    await s.append(rows(2))
+    await s.close()
+    s = Spool(tmp_path / "s.db")
+    await s.open()
+    assert (s.head, s.floor, s.cursors) == (7, 5, {"a": 5, "b": 5})
+    assert [r.seq for r in await s.read(5, 10)] == [6, 7]
+    assert (await s.append(rows(1))) == [8]
+    await s.close()
+
+
+async def test_dead_letters_and_retire(spool):
+    await spool.ensure_cursor("a")
+    await spool.ensure_cursor("b")
+    await spool.append(rows(4))
+    row = (await spool.read(0, 1))[0]
+    await spool.dead_letter([DeadLetter("a", row, "boom", 3)])
+    assert await spool.retire_cursor("b", "disabled") == 4
+    assert "b" not in spool.cursors
+    assert await spool.dead_letter_counts() == {"a": 1, "b": 4}
+    letters = await spool.dead_letters("b")
+    assert [d.row.seq for d in letters] == [1, 2, 3, 4] and letters[0].error == "disabled"
+    assert (await spool.dead_letters("a"))[0] == DeadLetter("a", Row(1, 0, row.body), "boom", 3)
+
+
+async def test_listeners_are_woken_by_appends(spool):
+    await spool.ensure_cursor("d")
+    event = spool.listen()
+    await spool.move_cursor("d", 0)
+    assert not event.is_set()
+    await spool.append(rows(1))
+    assert event.is_set()
+
+
+async def test_a_failed_commit_answers_unavailable_and_keeps_state(spool, tmp_path):
+    await spool.ensure_cursor("d")
+    await spool.append(rows(2))
+    with sqlite3.connect(tmp_path / "spool.db") as db:  # a seq collision makes the insert fail
+        db.execute("INSERT INTO spool (seq, level, body) VALUES (3, 20, '{}')")
+    with pytest.raises(SpoolUnavailable):
+        await spool.append(rows(1))
+    assert spool.head == 2 and spool.backlog == 2
+
+
+async def test_append_after_close_is_refused(tmp_path):
+    s = Spool(tmp_path / "s.db")
+    await s.open()
+    await s.close()
+    with pytest.raises(SpoolUnavailable):
+        await s.append(rows(1))

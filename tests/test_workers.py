@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from dispatchd import EventBackend, Record
+from dispatchd.models import Action
+from dispatchd.spool import Spool
+from dispatchd.workers import Policy, Worker
+
+from .conftest import record
+
+FAST = Policy(min_level=10, backoff_initial=0.001, backoff_max=0.002, max_attempts=3, timeout=1.0)
+
+
+@pytest.fixture
+async def spool(tmp_path):
+    s = Spool(tmp_path / "spool.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def put(spool: Spool, *bodies: dict[str, Any]) -> list[Record]:
+    records = [Record.model_validate(b) for b in bodies]
+    await spool.append([(r.level, r.model_dump_json()) for r in records])
+    return records
+
+
+class Collect(EventBackend):
+    """Async per-event dump that records what it got; fails for ids in ``poison``."""
+
+    def __init__(self, name: str = "c", options: Any = None) -> None:
+        super().__init__(name, options)
+        self.got: list[str] = []
+        self.calls = 0
+        self.poison: set[str] = set()
+        self.fail_times = 0
+
+    async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+        self.calls += 1
+        if kwargs["id"] in self.poison:
+            raise ValueError(f"poison {kwargs['id']}")
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("down")
+        self.got.append(kwargs["id"])
+
+
+class BatchCollect(Collect):
+    batches: list[int]
+
+    async def dump_batch(self, events: list[Record]) -> None:
+        self.batches = [*getattr(self, "batches", []), len(events)]
+        if any(e.id in self.poison for e in events):
+            raise ValueError("poison in batch")
+        self.got.extend(e.id for e in events)
+
+
+async def drain(spool: Spool, backend: EventBackend, policy: Policy = FAST) -> Worker:
+    await spool.ensure_cursor(backend.name)
+    worker = Worker(backend.name, backend, spool, policy)
+    await worker.run(until_idle=True)
+    return worker
+
+
+async def test_delivers_in_order_and_advances_the_cursor(spool):
+    backend = Collect()
+    await spool.ensure_cursor("c")
+    records = await put(spool, *(record() for _ in range(7)))
+    worker = await drain(spool, backend, Policy(min_level=10, batch_size=3))
+    assert backend.got == [r.id for r in records]
+    assert spool.cursors["c"] == 7 and worker.stats.delivered == 7
+    assert spool.backlog == 0  # compacted
+
+
+async def test_level_filter_and_a_dispatchers_own_level(spool):
+    await spool.ensure_cursor("c")
+    records = await put(spool, record(level="DEBUG"), record(level="INFO"), record(level="ERROR"))
+    backend = Collect()
+    worker = await drain(spool, backend, Policy(min_level=20))
+    assert backend.got == [records[1].id, records[2].id] and worker.stats.skipped == 1
+    assert spool.cursors["c"] == 3  # skipped records are passed, not held
+
+
+async def test_own_level_overrides_the_global_one(spool):
+    from dispatchd.config import parse
+
+    cfg = parse('[dispatch]\nlevel = "DEBUG"')
+    assert Policy.of(cfg).min_level == 10
+    assert Policy.of(cfg, level=40).min_level == 40
+
+
+@pytest.mark.parametrize(
+    ("cause", "exclude", "delivered"),
+    [
+        ("Derived Action", True, False),
+        ("Derived Action with Lifecycle Hook", True, True),
+        ("RPC Request", True, True),
+        ("Derived Action", False, True),
+    ],
+)
+async def test_derived_action_filter_is_senlins(spool, cause, exclude, delivered):
+    await spool.ensure_cursor("c")
+    body = record()
+    body["action"] = {**body["action"], "cause": cause}
+    await put(spool, body)
+    backend = Collect()
+    await drain(spool, backend, Policy(min_level=10, exclude_derived=exclude))
+    assert bool(backend.got) is delivered
+
+
+async def test_transient_failures_are_retried(spool):
+    await spool.ensure_cursor("c")
+    records = await put(spool, record(), record())
+    backend = Collect()
+    backend.fail_times = 2  # succeeds on the third attempt
+    worker = await drain(spool, backend)
+    assert backend.got == [r.id for r in records]
+    assert worker.stats.failed == 2 and worker.stats.dead_lettered == 0
+    assert worker.stats.last_error == "ConnectionError: down"
+
+
+async def test_a_poison_record_is_dead_lettered_and_the_rest_delivered(spool):
+    await spool.ensure_cursor("c")
+    records = await put(spool, record(), record(), record())
+    backend = Collect()
+    backend.poison = {records[1].id}
+    worker = await drain(spool, backend)
+    assert backend.got == [records[0].id, records[2].id]
+    assert worker.stats.dead_lettered == 1 and worker.stats.failed == FAST.max_attempts
+    [letter] = await spool.dead_letters("c")
+    assert letter.attempts == FAST.max_attempts and "poison" in letter.error
+    assert Record.model_validate_json(letter.row.body).id == records[1].id
+    assert spool.cursors["c"] == 3
+
+
+async def test_batch_failure_falls_back_to_one_by_one(spool):
+    await spool.ensure_cursor("c")
+    records = await put(spool, *(record() for _ in range(4)))
+    backend = BatchCollect()
+    backend.poison = {records[2].id}
+    worker = await drain(spool, backend)
+    assert backend.got == [records[0].id, records[1].id, records[3].id]
+    assert backend.batches[0] == 4 and set(backend.batches[1:]) == {1}
+    assert worker.stats.dead_lettered == 1
+
+
+async def test_backoff_grows_and_is_capped():
+    policy = Policy(backoff_initial=1.0, backoff_max=5.0)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0)]:
+        delays = [policy.backoff(attempt) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jitter
+
+
+async def test_a_hanging_call_is_cut_off_by_the_timeout(spool):
+    class Hang(EventBackend):
+        async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+            await asyncio.sleep(3600)
+
+    await spool.ensure_cursor("h")
+    await put(spool, record())
+    worker = await drain(spool, Hang("h"), Policy(min_level=10, timeout=0.05, max_attempts=2,
+                                                  backoff_initial=0.001, backoff_max=0.001))
+    assert worker.stats.dead_lettered == 1 and "timed out" in (worker.stats.last_error or "")
+
+
+async def test_plain_dump_runs_in_a_thread(spool):
+    seen: list[bool] = []
+
+    class Plain(EventBackend):
+        def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+            seen.append(threading.current_thread() is not threading.main_thread())
+
+    await spool.ensure_cursor("p")
+    await put(spool, record())
+    await drain(spool, Plain("p"))
+    assert seen == [True]
+
+
+async def test_failing_start_is_reported_and_retried(spool):
+    class LateStart(Collect):
+        starts = 0
+
+        async def start(self) -> None:
+            self.starts += 1
+            if self.starts < 3:
+                raise ConnectionRefusedError("not yet")
+
+    await spool.ensure_cursor("c")
+    await put(spool, record())
+    backend = LateStart()
+    worker = await drain(spool, backend)
+    assert backend.starts == 3 and len(backend.got) == 1
+    assert "start failed: ConnectionRefusedError" in (worker.stats.last_error or "")
+
+
+async def test_stop_waits_for_the_batch_in_hand_and_commits_the_cursor(spool):
+    release = asyncio.Event()
+
+    class Gate(Collect):
+        async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+            await release.wait()
+            self.got.append(kwargs["id"])
+
+    await spool.ensure_cursor("c")
+    await put(spool, record(), record())
+    backend = Gate()
+    worker = Worker("c", backend, spool, FAST)
+    worker.start()
+    await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(worker.stop(grace=5))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()
+    release.set()
+    await stopping
+    assert len(backend.got) == 2 and spool.cursors["c"] == 2 and worker.state == "stopped"
+
+
+async def test_cancel_at_the_grace_limit_keeps_what_was_delivered(spool):
+    class Stuck(Collect):
+        async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+            if self.got:
+                await asyncio.sleep(3600)
+            self.got.append(kwargs["id"])
+
+    await spool.ensure_cursor("c")
+    await put(spool, record(), record(), record())
+    worker = Worker("c", Stuck(), spool, FAST)
+    worker.start()
+    await asyncio.sleep(0.1)
+    await worker.stop(grace=0.1)
+    assert spool.cursors["c"] == 1  # the first was delivered; the other two come again
+
+
+async def test_new_commits_wake_an_idle_worker(spool):
+    backend = Collect()
+    await spool.ensure_cursor("c")
+    worker = Worker("c", backend, spool, FAST)
+    worker.start()
+    await asyncio.sleep(0.02)
+    [r] = await put(spool, record())
+    for _ in range(100):
+        if backend.got:
+            break
+        await asyncio.sleep(0.01)
+    assert backend.got == [r.id]
+    await worker.stop(grace=1)

@@ -1,0 +1,65 @@
+"""Dispatchers that misbehave on purpose, registered through a dist-info on PYTHONPATH."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from dispatchd import Action, EventBackend, Record
+
+
+class FlakyOptions(BaseModel):
+    path: str
+    fail_file: str  # while this file exists, every dump raises
+
+
+class Flaky(EventBackend):
+    """Plain per-event ``dump`` (no batch path) that fails while ``fail_file`` exists."""
+
+    Options = FlakyOptions
+
+    def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+        assert isinstance(self.options, FlakyOptions)
+        if os.path.exists(self.options.fail_file):
+            raise ConnectionError("flaky sink is down")
+        with open(self.options.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"id": kwargs["id"], "level": level}) + "\n")
+
+
+class Failing(EventBackend):
+    async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+        raise RuntimeError("always fails")
+
+
+class BadStart(EventBackend):
+    async def start(self) -> None:
+        raise ConnectionRefusedError("cannot reach the sink")
+
+    async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+        pass
+
+
+class SlowOptions(BaseModel):
+    path: str
+    delay: float = 0.1
+
+
+class Slow(EventBackend):
+    """Async ``dump_batch`` that sleeps ``delay`` per event before recording the ids."""
+
+    Options = SlowOptions
+
+    async def dump_batch(self, events: list[Record]) -> None:
+        assert isinstance(self.options, SlowOptions)
+        await asyncio.sleep(self.options.delay * len(events))
+        with Path(self.options.path).open("a", encoding="utf-8") as out:
+            out.writelines(f"{event.id}\n" for event in events)
+
+
+class NotABackend:
+    pass
