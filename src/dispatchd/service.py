@@ -96,20 +96,21 @@ class Service:
                 )
 
     async def _start_dispatcher(self, name: str) -> None:
+        # The cursor exists before ingest opens, whether or not the plugin loads: what is
+        # accepted from now on is owed to this dispatcher and must not be compacted away.
+        await self.spool.ensure_cursor(name)
         try:
             spec = registry.resolve(name, self.config)
         except PluginError as exc:
-            # Reported and skipped; its cursor still holds what it is owed for when it is fixed.
+            # Reported and skipped; its cursor keeps what it is owed until it is fixed.
             self.failures[name] = str(exc)
             log.error("dispatcher %s cannot run: %s", name, exc)
-            await self.spool.ensure_cursor(name)
             return
         try:
             backend = spec.build()
         except Exception as exc:  # a plugin's constructor is foreign code
             self.failures[name] = f"construction failed: {type(exc).__name__}: {exc}"
             log.error("dispatcher %s cannot run: %s", name, self.failures[name])
-            await self.spool.ensure_cursor(name)
             return
         worker = Worker(name, backend, self.spool, Policy.of(self.config, spec.level))
         self.workers[name] = worker
