@@ -38,8 +38,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN --mount=type=bind,source=dist/wheels,target=/tmp/wheels \
     python3 -m venv /opt/dispatchd \
-    && /opt/dispatchd/bin/pip install --no-index --find-links /tmp/wheels dispatchd $PLUGINS \
-    && rm -rf /root/.cache
+    && /opt/dispatchd/bin/pip install --no-index --find-links /tmp/wheels dispatchd $PLUGINS
 
 COPY config/dispatchd.toml /etc/dispatchd/dispatchd.toml
 
