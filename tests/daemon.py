@@ -43,7 +43,8 @@ class Daemon:
         self.config.write_text(config_text(self.tmp, enabled, self.port, extra))
 
     async def start(self, timeout: float = 20.0) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTPLUGINS), os.environ.get("PYTHONPATH", "")])}
+        path = os.pathsep.join(filter(None, [str(TESTPLUGINS), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(DISPATCHD), "serve", "-c", str(self.config)], stdout=log, stderr=log, env=env
