@@ -155,3 +155,24 @@ async def test_sigkill_with_a_failing_dispatcher_loses_nothing(make_daemon):
         async with session.get(daemon.url + "/v1/dispatchers") as resp:
             states = (await resp.json())["dispatchers"]
     assert all(d["dead_letters"] == 0 for d in states)
+
+
+async def test_a_dispatcher_disabled_while_stopped_gets_its_backlog_dead_lettered(make_daemon):
+    daemon = make_daemon(["database", "flaky"])
+    (daemon.tmp / "flaky.down").touch()
+    daemon.config.write_text(daemon.config.read_text().replace("max_attempts = 3",
+                                                               "max_attempts = 100000"))
+    await daemon.start()
+    async with aiohttp.ClientSession() as session:
+        status, _ = await post(session, daemon.url + "/v1/events", [record()] * 4)
+    assert status == 202
+    await eventually(lambda: len(daemon.db_rows()) == 4)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    daemon.write_config(["database"])  # flaky is switched off while the daemon is down
+    await daemon.start()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(daemon.url + "/v1/dispatchers") as resp:
+            states = {d["name"]: d for d in (await resp.json())["dispatchers"]}
+    assert states["flaky"]["enabled"] is False and states["flaky"]["dead_letters"] == 4
+    assert "4 undelivered events moved to its dead letters" in daemon.logs()
