@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dispatchd import EventBackend, Record
+from dispatchd import EventBackend, Record, Unavailable
 from dispatchd.models import Action
 from dispatchd.spool import Spool
 from dispatchd.workers import Policy, Worker
@@ -250,3 +250,32 @@ async def test_new_commits_wake_an_idle_worker(spool):
         await asyncio.sleep(0.01)
     assert backend.got == [r.id]
     await worker.stop(grace=1)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_an_outage_spends_no_attempts(spool, batch):
+    class Outage(BatchCollect if batch else Collect):  # type: ignore[misc]
+        down = FAST.max_attempts * 3  # longer than the attempts would allow
+
+        async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+            self._check()
+            await super().dump(level, action, **kwargs)
+
+        async def dump_batch(self, events: list[Record]) -> None:
+            self._check()
+            self.got.extend(e.id for e in events)
+
+        def _check(self) -> None:
+            if self.down:
+                self.down -= 1
+                raise Unavailable("broker unreachable")
+
+    if not batch:
+        del Outage.dump_batch
+    await spool.ensure_cursor("c")
+    records = await put(spool, record(), record(), record())
+    worker = await drain(spool, Outage())
+    assert worker.stats.dead_lettered == 0 and worker.stats.failed == FAST.max_attempts * 3
+    assert Outage.has_batch() is batch
+    assert set(worker.backend.got) == {r.id for r in records}  # type: ignore[attr-defined]
+    assert worker.stats.last_error == "unavailable: broker unreachable"

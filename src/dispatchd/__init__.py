@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .backend import EventBackend
+from .errors import Unavailable
 from .models import Action, Entity, Record
 
-__all__ = ["Action", "Entity", "EventBackend", "Record", "__version__"]
+__all__ = ["Action", "Entity", "EventBackend", "Record", "Unavailable", "__version__"]
 __version__ = "0.1.0"

@@ -22,6 +22,14 @@ class PluginError(DispatchdError):
     """A dispatcher plugin could not be found, imported, validated or configured."""
 
 
+class Unavailable(DispatchdError):
+    """Raised by a dispatcher whose sink cannot be reached right now (broker down, refused).
+
+    The worker backs off and retries the same records without spending their attempts, so an
+    outage grows this dispatcher's backlog in the spool instead of filling its dead letters.
+    """
+
+
 class SpoolFull(DispatchdError):
     """The spool holds ``spool.max_events`` records; ingest must wait."""
 

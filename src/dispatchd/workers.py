@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from .backend import EventBackend
 from .config import Config
 from .constants import CAUSE_DERIVED
+from .errors import Unavailable
 from .models import Record
 from .spool import DeadLetter, Row, Spool
 
@@ -65,6 +66,14 @@ class Policy:
         """Exponential backoff with jitter for the wait after failed attempt ``attempt``."""
         delay: float = min(self.backoff_max, self.backoff_initial * 2.0 ** (attempt - 1))
         return delay * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a call did not deliver; ``outage`` failures (``Unavailable``) spend no attempt."""
+
+    error: str
+    outage: bool = False
 
 
 class _Stop(Exception):
@@ -178,8 +187,13 @@ class Worker:
     async def _deliver(self, items: list[tuple[Row, Record]]) -> None:
         if self.backend.has_batch() and len(items) > 1:
             records = [record for _, record in items]
-            error = await self._attempt(self.backend.dump_batch, records)
-            if error is None:
+            outages = 0
+            while (failure := await self._attempt(self.backend.dump_batch, records)) is not None:
+                if not failure.outage:
+                    break
+                outages += 1
+                await self._pause(outages)
+            else:
                 self.stats.delivered += len(items)
                 self.state = "running"
                 return
@@ -192,20 +206,21 @@ class Worker:
             await self._deliver_one(row, record, first_attempt=1)
 
     async def _deliver_one(self, row: Row, record: Record, first_attempt: int) -> None:
-        attempt = first_attempt
-        while True:
-            error = await self._attempt(self._single_call(), record)
-            if error is None:
-                self.stats.delivered += 1
-                self.state = "running"
-                self._done = row.seq
-                return
+        attempt, outages = first_attempt, 0
+        while (failure := await self._attempt(self._single_call(), record)) is not None:
+            if failure.outage:
+                outages += 1
+                await self._pause(outages)
+                continue
             if attempt >= self.policy.max_attempts:
-                await self._dead_letter([DeadLetter(self.name, row, error, attempt)])
+                await self._dead_letter([DeadLetter(self.name, row, failure.error, attempt)])
                 self._done = row.seq
                 return
             await self._pause(attempt)
             attempt += 1
+        self.stats.delivered += 1
+        self.state = "running"
+        self._done = row.seq
 
     def _single_call(self) -> Callable[[Record], Any]:
         backend = self.backend
@@ -213,23 +228,25 @@ class Worker:
             return lambda record: backend.dump_batch([record])
         return lambda record: backend.dump(record.level, record.action, **record.dump_kwargs())
 
-    async def _attempt(self, fn: Callable[..., Any], *args: Any) -> str | None:
-        """Call the plugin once; ``None`` if it returned, else the error text (logged, counted)."""
+    async def _attempt(self, fn: Callable[..., Any], *args: Any) -> Failure | None:
+        """Call the plugin once; ``None`` if it returned, else why not (logged, counted)."""
         try:
             await self._call(fn, *args)
             return None
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            error = f"timed out after {self.policy.timeout:g}s"
+            failure = Failure(f"timed out after {self.policy.timeout:g}s")
+        except Unavailable as exc:
+            failure = Failure(f"unavailable: {exc}", outage=True)
         except Exception as exc:  # the worker boundary: whatever a plugin raises stays here
-            error = f"{type(exc).__name__}: {exc}"
+            failure = Failure(f"{type(exc).__name__}: {exc}")
             log.debug("dispatcher %s traceback", self.name, exc_info=True)
         self.stats.failed += 1
-        self.stats.last_error = error
+        self.stats.last_error = failure.error
         self.state = "retrying"
-        log.error("dispatcher %s: delivery failed: %s", self.name, error)
-        return error
+        log.error("dispatcher %s: delivery failed: %s", self.name, failure.error)
+        return failure
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if inspect.iscoroutinefunction(fn):
