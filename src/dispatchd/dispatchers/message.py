@@ -1,0 +1,214 @@
+"""The ``message`` dispatcher: publishes each event to a RabbitMQ topic exchange with confirms.
+
+A batch is published at once and its confirms awaited together; it counts as delivered only when
+every confirm is in. While the broker cannot be reached, ``Unavailable`` tells the worker to back
+off and retry without spending attempts, so the backlog waits in the spool; every retry first
+reconnects, so a broker that was absent at start or went away is picked up when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import string
+from typing import Any, Literal
+
+import aio_pika
+from aio_pika.abc import AbstractConnection, AbstractExchange
+from aio_pika.exceptions import AMQPError, DeliveryError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from yarl import URL
+
+from ..backend import EventBackend
+from ..errors import Unavailable
+from ..models import Action, Record
+from . import notifications
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_FIELDS = frozenset({"event_type", "priority", "otype"})
+DEFAULTS = {
+    "json": ("dispatchd", "{event_type}"),
+    "senlin": ("senlin", "versioned_notifications.{priority}"),
+}
+
+
+class MessageOptions(BaseModel):
+    """``[dispatchers.message]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    format: Literal["json", "senlin"] = "json"
+    exchange: str = ""  # default by format: "dispatchd" (json) or "senlin" (senlin)
+    routing_key: str = ""  # default by format: "{event_type}" or "versioned_notifications.{priority}"
+    durable: bool = True
+    publisher_id: str = Field(default_factory=lambda: f"dispatchd:{socket.gethostname()}")
+    connect_timeout: float = Field(default=10.0, gt=0)
+    confirm_timeout: float = Field(default=10.0, gt=0)
+    ssl_ca_file: str | None = None
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    ssl_verify: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _amqp_url(cls, url: str) -> str:
+        parsed = URL(url)
+        if parsed.scheme not in ("amqp", "amqps") or not parsed.host:
+            raise ValueError("url must be amqp://user:password@host:port/vhost (or amqps://)")
+        return url
+
+    @field_validator("routing_key")
+    @classmethod
+    def _known_fields(cls, template: str) -> str:
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        except ValueError as exc:
+            raise ValueError(f"bad routing_key template: {exc}") from None
+        unknown = used - TEMPLATE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown routing_key field(s) {sorted(unknown)}; use {sorted(TEMPLATE_FIELDS)}"
+            )
+        return template
+
+    @model_validator(mode="after")
+    def _format_defaults(self) -> MessageOptions:
+        exchange, routing_key = DEFAULTS[self.format]
+        object.__setattr__(self, "exchange", self.exchange or exchange)
+        object.__setattr__(self, "routing_key", self.routing_key or routing_key)
+        return self
+
+    @property
+    def safe_url(self) -> str:
+        """The url without its password, for logs and status."""
+        return str(URL(self.url).with_password(None)) if URL(self.url).password else self.url
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if URL(self.url).scheme != "amqps":
+            return None
+        context = ssl.create_default_context(cafile=self.ssl_ca_file)
+        if self.ssl_cert_file:
+            context.load_cert_chain(self.ssl_cert_file, self.ssl_key_file)
+        if not self.ssl_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+class MessageDispatcher(EventBackend):
+    """Publishes events as persistent AMQP messages; batches await their confirms together."""
+
+    Options = MessageOptions
+
+    def __init__(self, name: str, options: BaseModel | None = None) -> None:
+        super().__init__(name, options)
+        assert isinstance(options, MessageOptions)
+        self.settings = options
+        self._connection: AbstractConnection | None = None
+        self._exchange: AbstractExchange | None = None
+
+    async def start(self) -> None:
+        try:
+            await self._connect()
+        except Unavailable as exc:
+            # Not fatal: the first delivery retries the connection with the worker's backoff.
+            log.warning("dispatcher %s: %s; will retry", self.name, exc)
+
+    async def close(self) -> None:
+        await self._disconnect()
+
+    async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+        await self.dump_batch([Record(level=level, action=action, **kwargs)])
+
+    async def dump_batch(self, events: list[Record]) -> None:
+        exchange = await self._connect()
+        messages = [self.message(record) for record in events]
+        try:
+            async with asyncio.timeout(self.settings.confirm_timeout):
+                results = await asyncio.gather(
+                    *(exchange.publish(m, key, mandatory=False) for key, m in messages),
+                    return_exceptions=True,
+                )
+        except TimeoutError:
+            await self._disconnect()
+            raise Unavailable(
+                f"publisher confirms not in after {self.settings.confirm_timeout:g}s"
+            ) from None
+        await self._check(results)
+
+    def message(self, record: Record) -> tuple[str, aio_pika.Message]:
+        """The routing key and the AMQP message for one record."""
+        derived = record.derived()
+        etype = notifications.event_type(record, derived)
+        priority = notifications.priority(record)
+        if self.settings.format == "senlin":
+            body = notifications.senlin_body(record, derived, etype, self.settings.publisher_id)
+        else:
+            body = notifications.json_body(record, derived, etype)
+        key = self.settings.routing_key.format(
+            event_type=etype, priority=priority.lower(), otype=(derived.otype or "").lower()
+        )
+        return key, aio_pika.Message(
+            body,
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=record.id,
+            timestamp=record.timestamp,
+            type=etype,
+            app_id="dispatchd",
+            headers={"level": record.level, "priority": priority},
+        )
+
+    async def _check(self, results: list[Any]) -> None:
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if not errors:
+            return
+        nacked = [e for e in errors if isinstance(e, DeliveryError)]
+        if len(nacked) == len(errors):
+            # The broker answered and said no: a real failure, which spends an attempt.
+            raise RuntimeError(f"broker nacked {len(nacked)} of {len(results)} messages")
+        await self._disconnect()
+        raise Unavailable(f"publish failed: {_describe(errors[0])}")
+
+    async def _connect(self) -> AbstractExchange:
+        if self._exchange is not None and self._connection is not None:
+            if not self._connection.is_closed:
+                return self._exchange
+        await self._disconnect()
+        opts = self.settings
+        try:
+            self._connection = await aio_pika.connect(
+                opts.url, timeout=opts.connect_timeout, ssl_context=opts.ssl_context()
+            )
+            channel = await self._connection.channel(publisher_confirms=True)
+            self._exchange = await channel.declare_exchange(
+                opts.exchange, aio_pika.ExchangeType.TOPIC, durable=opts.durable
+            )
+        except (AMQPError, OSError, TimeoutError, ssl.SSLError) as exc:
+            await self._disconnect()
+            raise Unavailable(f"cannot reach {opts.safe_url}: {_describe(exc)}") from None
+        log.info("dispatcher %s: connected to %s, exchange %r", self.name, opts.safe_url,
+                 opts.exchange)
+        return self._exchange
+
+    async def _disconnect(self) -> None:
+        connection, self._connection, self._exchange = self._connection, None, None
+        if connection is not None:
+            await _quietly_close(connection)
+
+
+async def _quietly_close(connection: AbstractConnection) -> None:
+    try:
+        await asyncio.wait_for(connection.close(), 5)
+    except Exception as exc:  # the connection is being dropped either way
+        log.debug("closing an AMQP connection: %s", _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
