@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -75,8 +76,11 @@ async def bound_queue(durable: bool = True) -> AsyncIterator[BoundQueue]:
 class TcpProxy:
     """A loopback TCP proxy to RabbitMQ that a test can cut (connections dropped) and restore."""
 
-    def __init__(self, target: tuple[str, int] = (RABBIT_HOST, RABBIT_PORT)) -> None:
+    def __init__(
+        self, target: tuple[str, int] = (RABBIT_HOST, RABBIT_PORT), tls: ssl.SSLContext | None = None
+    ) -> None:
         self.target = target
+        self.tls = tls  # terminate TLS here: the client speaks amqps, the broker plain amqp
         self.port = 0
         self._server: asyncio.Server | None = None
         self._transports: set[asyncio.WriteTransport] = set()
@@ -84,10 +88,13 @@ class TcpProxy:
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        scheme = "amqps" if self.tls else "amqp"
+        return f"{scheme}://guest:guest@localhost:{self.port}/"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, ssl=self.tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import tempfile
 import threading
 import time
 import uuid
@@ -150,7 +152,7 @@ async def test_broker_absent_at_start_then_back():
             url=proxy.url, exchange=bound.exchange, connect_timeout=2))
         try:
             await dispatcher.start()  # not fatal
-            with pytest.raises(Unavailable, match="cannot reach amqp://guest@127.0.0.1"):
+            with pytest.raises(Unavailable, match="cannot reach amqp://guest@localhost"):
                 await dispatcher.dump_batch([Record.model_validate(record())])
             await proxy.restore()
             r = Record.model_validate(record())
@@ -260,3 +262,27 @@ async def _wait_for_binding(exchange: str) -> None:
         raise TimeoutError("the oslo listener did not bind its queue")
     finally:
         await connection.close()
+
+
+async def test_amqps_with_a_private_ca():
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    async with bound_queue() as bound:
+        proxy = TcpProxy(tls=server_tls)
+        await proxy.start()
+        with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca_file:
+            ca.cert_pem.write_to_path(ca_file.name)
+            trusted = make(bound.exchange, url=proxy.url, ssl_ca_file=ca_file.name)
+            untrusted = make(bound.exchange, url=proxy.url, connect_timeout=2)
+            try:
+                r = Record.model_validate(record())
+                await trusted.dump_batch([r])
+                assert [m.message_id for m in await bound.drain(1)] == [r.id]
+                with pytest.raises(Unavailable, match="CERTIFICATE_VERIFY_FAILED|SSL"):
+                    await untrusted.dump_batch([r])  # the system CAs do not know our CA
+            finally:
+                await trusted.close()
+                await untrusted.close()
+                await proxy.close()
