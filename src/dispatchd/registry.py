@@ -21,9 +21,6 @@ from .models import parse_level
 
 log = logging.getLogger(__name__)
 
-COMMON_OPTIONS = frozenset({"level"})
-
-
 @dataclass(frozen=True)
 class PluginInfo:
     """What ``dispatchd plugins`` shows for one entry point."""

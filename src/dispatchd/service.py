@@ -9,7 +9,6 @@ A second SIGINT/SIGTERM skips the wait: workers are cancelled, cursors still com
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -196,6 +195,4 @@ class Service:
 
 async def run(config: Config, config_path: str | None = None) -> None:
     """Serve until a signal; the CLI's entry."""
-    service = Service(config, config_path)
-    with contextlib.suppress(asyncio.CancelledError):
-        await service.serve()
+    await Service(config, config_path).serve()
