@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -72,3 +73,16 @@ def test_plugins_lists_every_dispatcher_with_its_status():
     listed = {p["name"]: p for p in json.loads(run("plugins", "--json").stdout)}
     assert listed["database"]["error"] is None and listed["database"]["distribution"] == "dispatchd"
     assert "not an EventBackend subclass" in listed["notabackend"]["error"]
+
+
+def test_serve_reports_a_port_in_use_and_exits_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "dispatchd.toml"
+        config.write_text(config_text(tmp_path, ["database"], port=port))
+        result = run("serve", "-c", str(config))
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

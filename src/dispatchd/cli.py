@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, config, registry, service
-from .errors import ConfigError
+from .errors import ConfigError, DispatchdError
 
 log = logging.getLogger("dispatchd")
 
@@ -72,7 +72,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     for problem in registry.check(cfg):
         log.warning("config: %s", problem)
-    asyncio.run(service.run(cfg, args.config))
+    try:
+        asyncio.run(service.run(cfg, args.config))
+    except DispatchdError as exc:
+        log.error("%s", exc)
+        return 1
     return 0
 
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from . import registry
 from .api import make_app
 from .config import Config
-from .errors import PluginError
+from .errors import DispatchdError, PluginError
 from .models import Record
 from .spool import Spool
 from .workers import Policy, Worker
@@ -121,7 +121,10 @@ class Service:
         self._runner = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, server.host, server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise DispatchdError(f"cannot listen on {server.host}:{server.port}: {exc}") from None
         sockets = self._runner.addresses
         self.port = sockets[0][1] if sockets else server.port
         log.info("listening on http://%s:%d", server.host, self.port)
