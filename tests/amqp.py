@@ -85,6 +85,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._transports: set[asyncio.WriteTransport] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.flowing = asyncio.Event()  # cleared: bytes are held, as by a stalled broker
+        self.flowing.set()
 
     @property
     def url(self) -> str:
@@ -122,8 +124,8 @@ class TcpProxy:
             return
         pair = {writer.transport, up_writer.transport}
         self._transports |= pair
-        tasks = [asyncio.create_task(_pipe(reader, up_writer)),
-                 asyncio.create_task(_pipe(up_reader, writer))]
+        tasks = [asyncio.create_task(_pipe(reader, up_writer, self.flowing)),
+                 asyncio.create_task(_pipe(up_reader, writer, self.flowing))]
         self._tasks.update(tasks)
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
@@ -134,8 +136,11 @@ class TcpProxy:
             self._transports.discard(transport)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
     with contextlib.suppress(OSError, asyncio.CancelledError):
         while data := await reader.read(65536):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()

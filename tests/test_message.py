@@ -170,6 +170,26 @@ async def test_broker_absent_at_start_then_back():
             await proxy.close()
 
 
+async def test_confirms_that_do_not_come_mean_unavailable():
+    async with bound_queue() as bound:
+        proxy = TcpProxy()
+        await proxy.start()
+        dispatcher = MessageDispatcher("message", MessageOptions(
+            url=proxy.url, exchange=bound.exchange, confirm_timeout=0.5))
+        try:
+            await dispatcher.start()
+            proxy.flowing.clear()  # the broker stalls: publishes go out, no confirm comes back
+            with pytest.raises(Unavailable, match="confirms not in after 0.5s"):
+                await dispatcher.dump_batch([Record.model_validate(record()) for _ in range(3)])
+            proxy.flowing.set()
+            r = Record.model_validate(record())
+            await dispatcher.dump_batch([r])  # reconnected: the retry goes through
+            assert r.id in {m.message_id for m in await bound.drain({r.id}, timeout=5)}
+        finally:
+            await dispatcher.close()
+            await proxy.close()
+
+
 async def test_another_client_library_reads_the_messages():
     pika = pytest.importorskip("pika")
     async with bound_queue() as bound:

@@ -28,6 +28,8 @@ from . import notifications
 
 log = logging.getLogger(__name__)
 
+# A stalled broker never answers a graceful close; do not hold the worker for long.
+CLOSE_TIMEOUT = 1.0
 TEMPLATE_FIELDS = frozenset({"event_type", "priority", "otype"})
 DEFAULTS = {
     "json": ("dispatchd", "{event_type}"),
@@ -204,7 +206,7 @@ class MessageDispatcher(EventBackend):
 
 async def _quietly_close(connection: AbstractConnection) -> None:
     try:
-        await asyncio.wait_for(connection.close(), 5)
+        await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
     except Exception as exc:  # the connection is being dropped either way
         log.debug("closing an AMQP connection: %s", _describe(exc))
 
