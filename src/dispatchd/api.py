@@ -150,6 +150,23 @@ async def get_dispatchers(request: web.Request) -> web.Response:
     return json_response({"dispatchers": await service.dispatcher_status()})
 
 
+async def get_config(request: web.Request) -> web.Response:
+    return json_response(request.app[SERVICE].config_status())
+
+
+async def post_reload(request: web.Request) -> web.Response:
+    """Reload now (coalesced with any reload already asked for) and answer with its result."""
+    result = await request.app[SERVICE].reloader.request("POST /v1/config/reload")
+    if not result.ok:
+        raise ApiError(422, "invalid_config", result.error or "reload failed", result.problems)
+    changes = result.plan
+    return json_response({
+        "generation": result.generation,
+        "started": list(changes.start), "stopped": list(changes.stop),
+        "restarted": list(changes.restart), "restart_required": list(changes.restart_required),
+    })
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -214,6 +231,8 @@ def make_app(service: Service) -> web.Application:
     app[SERVICE] = service
     app.router.add_post(f"{API_PREFIX}/events", post_events)
     app.router.add_get(f"{API_PREFIX}/dispatchers", get_dispatchers)
+    app.router.add_get(f"{API_PREFIX}/config", get_config)
+    app.router.add_post(f"{API_PREFIX}/config/reload", post_reload)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

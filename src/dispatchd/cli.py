@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__, config, registry, service
+from . import __version__, config, control, registry, service
 from .errors import ConfigError, DispatchdError
 
 log = logging.getLogger("dispatchd")
@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     _config_option(check)
     check.set_defaults(func=_check_config)
+
+    reload = commands.add_parser(
+        "reload", help="ask the running daemon to reload its config file, and show the result"
+    )
+    _config_option(reload)
+    reload.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    reload.set_defaults(func=_reload)
 
     plugins = commands.add_parser("plugins", help="list every discovered dispatcher")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -92,6 +99,25 @@ def _check_config(args: argparse.Namespace) -> int:
         return 1
     enabled = ", ".join(cfg.dispatch.enabled) or "none"
     print(f"{args.config}: OK (enabled dispatchers: {enabled})")
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    try:
+        status, body = asyncio.run(control.post_reload(cfg.server, args.timeout))
+    except DispatchdError as exc:
+        print(f"dispatchd: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        error = body.get("error", {})
+        print(f"dispatchd: reload rejected: {error.get('message', body)}", file=sys.stderr)
+        for problem in error.get("details", []):
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(json.dumps(body, indent=2))
     return 0
 
 

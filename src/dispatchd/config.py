@@ -48,6 +48,7 @@ class DispatchConfig(_Section):
     backoff_initial: PositiveFloat = 0.5
     backoff_max: PositiveFloat = 30.0
     timeout: PositiveFloat = 30.0
+    drain_timeout: PositiveFloat = 30.0
 
 
 class Config(_Section):

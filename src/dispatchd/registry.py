@@ -44,6 +44,12 @@ class DispatcherSpec:
         return self.cls(self.name, self.options)
 
 
+def own_level(config: Config, name: str) -> int | None:
+    """A dispatcher's own ``level`` option, if its table sets one (already validated)."""
+    table = config.dispatcher_table(name)
+    return parse_level(table["level"]) if "level" in table else None
+
+
 def discover() -> dict[str, EntryPoint]:
     """Every entry point of the group, by name; rescanned at each call."""
     found: dict[str, EntryPoint] = {}

@@ -9,18 +9,23 @@ A second SIGINT/SIGTERM skips the wait: workers are cancelled, cursors still com
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from . import config as config_file
 from . import registry
 from .api import make_app
 from .config import Config
-from .errors import DispatchdError, PluginError
+from .errors import ConfigError, DispatchdError, PluginError
 from .models import Record
+from .reload import Plan, Reloader, ReloadResult, plan, watch
 from .spool import Spool
 from .workers import Policy, Worker
 
@@ -43,6 +48,13 @@ class Service:
         self.port: int | None = None
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self.generation = 1
+        self.loaded_at = datetime.now(UTC)
+        self.last_reload_error: str | None = None
+        self.restart_required: tuple[str, ...] = ()
+        self.reloader = Reloader(self.reload)
+        self._background: list[asyncio.Task[None]] = []
+        self._watch_stop = asyncio.Event()
 
     # -- the story -----------------------------------------------------------------------------
 
@@ -64,9 +76,17 @@ class Service:
         for name in self.config.dispatch.enabled:
             await self._start_dispatcher(name)
         await self._start_http()
+        self._background.append(asyncio.create_task(self.reloader.run(), name="reloader"))
+        if self.config_path is not None:
+            watcher = watch(Path(self.config_path), self.reloader.request, self._watch_stop)
+            self._background.append(asyncio.create_task(watcher, name="config-watcher"))
 
     async def shutdown(self) -> None:
         self.stopping = True
+        self._watch_stop.set()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()  # stops listening, then waits for requests in flight
             self._runner = None
@@ -135,10 +155,11 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in HANDLED_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in HANDLED_SIGNALS:
+        for sig in (*HANDLED_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
@@ -151,6 +172,77 @@ class Service:
         log.info("received %s: shutting down", sig.name)
         self.stopping = True
         self._stop.set()
+
+    # -- live reload ---------------------------------------------------------------------------
+
+    async def reload(self, reason: str = "requested") -> ReloadResult:
+        """Validate the whole file, then apply it as a diff; an invalid file changes nothing."""
+        if self.config_path is None:
+            return ReloadResult(False, self.generation, error="no config file to reload")
+        log.info("reloading %s (%s)", self.config_path, reason)
+        importlib.invalidate_caches()  # a plugin installed since start must be importable
+        try:
+            new = config_file.load(self.config_path)
+            problems = registry.check(new)
+            if problems:
+                raise ConfigError(self.config_path, problems)
+        except ConfigError as exc:
+            self.last_reload_error = str(exc)
+            log.error("reload rejected, running config unchanged: %s", exc)
+            return ReloadResult(False, self.generation, error=str(exc), problems=exc.problems)
+        changes = plan(self.config, new, set(self.failures))
+        # [server] and [spool] are bound at start-up; keep them until a restart.
+        self.config = new.model_copy(update={"server": self.config.server,
+                                             "spool": self.config.spool})
+        await self._apply(changes)
+        self.generation += 1
+        self.loaded_at = datetime.now(UTC)
+        self.last_reload_error = None
+        self.restart_required = changes.restart_required
+        log.info("reload %d applied: %s", self.generation, changes.describe())
+        if changes.restart_required:
+            log.warning("restart required to apply: %s", ", ".join(changes.restart_required))
+        return ReloadResult(True, self.generation, plan=changes)
+
+    async def _apply(self, changes: Plan) -> None:
+        await asyncio.gather(*(self._disable(name) for name in changes.stop))
+        for name in changes.restart:
+            worker = self.workers.pop(name, None)
+            if worker is not None:
+                await worker.stop(self.config.server.shutdown_timeout)
+            self.failures.pop(name, None)
+            await self._start_dispatcher(name)
+        for name in changes.start:
+            await self._start_dispatcher(name)
+        for name, worker in self.workers.items():
+            worker.policy = Policy.of(self.config, registry.own_level(self.config, name))
+
+    async def _disable(self, name: str) -> None:
+        """Deliver what was accepted while enabled (bounded), dead-letter the rest, release."""
+        upto = self.spool.head
+        worker = self.workers.pop(name, None)
+        self.failures.pop(name, None)
+        if worker is not None:
+            drained = await worker.drain(upto, self.config.dispatch.drain_timeout)
+            await worker.stop(grace=0.0)
+            if not drained:
+                log.warning("dispatcher %s: drain timed out after %.1fs", name,
+                            self.config.dispatch.drain_timeout)
+        moved = await self.spool.retire_cursor(name, "dispatcher disabled before delivery", upto)
+        if moved:
+            log.warning("dispatcher %s disabled: %d undelivered events moved to its dead letters",
+                        name, moved)
+        log.info("dispatcher %s disabled", name)
+
+    def config_status(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "path": self.config_path,
+            "loaded_at": self.loaded_at.isoformat(),
+            "last_reload_error": self.last_reload_error,
+            "restart_required": list(self.restart_required),
+            "enabled": list(self.config.dispatch.enabled),
+        }
 
     # -- what the API asks -----------------------------------------------------------------
 

@@ -75,7 +75,7 @@ class _Batch:
     cursors: dict[str, int] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)
     dead: list[DeadLetter] = field(default_factory=list)
-    retired: list[tuple[str, int, str]] = field(default_factory=list)  # name, cursor, reason
+    retired: list[tuple[str, int, int, str]] = field(default_factory=list)  # name, after, upto, why
     head: int = 0
     floor: int = 0
 
@@ -88,7 +88,7 @@ class _Op:
     rows: Sequence[tuple[int, str]] = ()
     cursor: tuple[str, int] | None = None
     drop: str | None = None
-    retire: str | None = None  # the reason; ``drop`` names the dispatcher
+    retire: tuple[str, int] | None = None  # reason and last seq owed; ``drop`` names the dispatcher
     dead: list[DeadLetter] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     done: asyncio.Future[None] | None = None
@@ -200,12 +200,14 @@ class Spool:
         if name in self.cursors:
             await self._submit(_Op(drop=name))
 
-    async def retire_cursor(self, name: str, reason: str) -> int:
-        """Move what ``name`` has not been given to its dead letters, then drop its cursor."""
+    async def retire_cursor(self, name: str, reason: str, upto: int | None = None) -> int:
+        """Move what ``name`` is owed (up to seq ``upto``, default the head) to its dead letters,
+        then drop its cursor. Returns how many records were moved."""
         if name not in self.cursors:
             return 0
-        owed = self.head - self.cursors[name]
-        await self._submit(_Op(drop=name, retire=reason))
+        upto = self.head if upto is None else upto
+        owed = max(0, upto - self.cursors[name])
+        await self._submit(_Op(drop=name, retire=(reason, upto)))
         return owed
 
     async def dead_letter(self, letters: list[DeadLetter]) -> None:
@@ -303,7 +305,8 @@ class Spool:
                 batch.dropped.discard(name)
             if op.drop is not None:
                 if op.retire is not None and op.drop in self.cursors:
-                    batch.retired.append((op.drop, self.cursors[op.drop], op.retire))
+                    reason, upto = op.retire
+                    batch.retired.append((op.drop, self.cursors[op.drop], upto, reason))
                 batch.dropped.add(op.drop)
                 batch.cursors.pop(op.drop, None)
             batch.dead.extend(op.dead)
@@ -319,11 +322,11 @@ class Spool:
         db = self._writer_db
         assert db is not None
         await db.execute("BEGIN IMMEDIATE")
-        for name, cursor, reason in batch.retired:
+        for name, after, upto, reason in batch.retired:
             await db.execute(
                 "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
                 " SELECT ?, seq, body, ?, 0, ? FROM spool WHERE seq > ? AND seq <= ?",
-                (name, reason, time.time(), cursor, self.head),
+                (name, reason, time.time(), after, min(upto, self.head)),
             )
         if batch.appends:
             await db.executemany("INSERT INTO spool (seq, level, body) VALUES (?, ?, ?)", batch.appends)

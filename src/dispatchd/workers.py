@@ -107,11 +107,22 @@ class Worker:
         self._wake = spool.listen()
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        self._until: int | None = None  # draining: stop once the cursor reaches this seq
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name=f"worker:{self.name}")
+
+    async def drain(self, upto: int, timeout: float) -> bool:
+        """Deliver up to seq ``upto``, then stop; ``False`` if ``timeout`` ran out first."""
+        self._until = upto
+        self.state = "draining"
+        self._wake.set()
+        if self._task is None:
+            return self.cursor >= upto
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        return bool(done) and self.cursor >= upto
 
     def cancel(self) -> None:
         """Abandon the batch in hand now; what was delivered is still committed."""
@@ -139,10 +150,12 @@ class Worker:
         if not await self._start_backend():
             return
         self.cursor = await self.spool.ensure_cursor(self.name)
-        self.state = "running"
+        self._recovered()
         while not self._stopping.is_set():
             self._wake.clear()
-            rows = await self.spool.read(self.cursor, self.policy.batch_size)
+            if self._until is not None and self.cursor >= self._until:
+                return
+            rows = await self._read()
             if rows:
                 try:
                     await self._process(rows)
@@ -152,6 +165,12 @@ class Worker:
                 return
             else:
                 await self._wake.wait()
+
+    async def _read(self) -> list[Row]:
+        rows = await self.spool.read(self.cursor, self.policy.batch_size)
+        if self._until is not None:
+            rows = [row for row in rows if row.seq <= self._until]
+        return rows
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -195,7 +214,7 @@ class Worker:
                 await self._pause(outages)
             else:
                 self.stats.delivered += len(items)
-                self.state = "running"
+                self._recovered()
                 return
             # One bad record must not hold back the rest: retry them one by one.
             await self._pause(1)
@@ -219,8 +238,11 @@ class Worker:
             await self._pause(attempt)
             attempt += 1
         self.stats.delivered += 1
-        self.state = "running"
+        self._recovered()
         self._done = row.seq
+
+    def _recovered(self) -> None:
+        self.state = "draining" if self._until is not None else "running"
 
     def _single_call(self) -> Callable[[Record], Any]:
         backend = self.backend
