@@ -112,14 +112,22 @@ class Reloader:
 async def watch(path: Path, on_change: Callable[[str], object], stop: asyncio.Event) -> None:
     """Call ``on_change`` when the file's content changes, however it was replaced.
 
-    The directory is watched, not the file: editors and Kubernetes ConfigMaps replace the file by
-    rename or symlink swap, which a watch on the old inode would never see.
+    Directories are watched, not the file: editors and Kubernetes ConfigMaps replace the file by
+    rename or symlink swap, which a watch on the old inode would never see. Both the directory of
+    the path and that of the file it resolves to are watched, and the watch follows a swap.
     """
     last = digest(path)
-    directory = path.parent.resolve()
-    async for _ in awatch(directory, watch_filter=None, debounce=WATCH_DEBOUNCE_MS,
-                          stop_event=stop, recursive=False):
-        now = digest(path)
-        if now is not None and now != last:
-            last = now
-            on_change("file changed")
+    while not stop.is_set():
+        directories = {path.absolute().parent, path.resolve().parent}
+        try:
+            async for _ in awatch(*directories, watch_filter=None, debounce=WATCH_DEBOUNCE_MS,
+                                  stop_event=stop, recursive=False):
+                now = digest(path)
+                if now is not None and now != last:
+                    last = now
+                    on_change("file changed")
+                if path.resolve().parent not in directories:
+                    break  # a symlink swap moved the file: watch where it lives now
+        except OSError as exc:  # a directory vanished mid-swap: look again shortly
+            log.warning("watching %s: %s", path, exc)
+            await asyncio.sleep(1.0)

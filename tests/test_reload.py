@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from dispatchd import config
+from dispatchd.reload import Plan, Reloader, ReloadResult, plan, watch
+from dispatchd.spool import Spool
+from dispatchd.workers import Policy, Worker
+
+from .conftest import record
+from .test_workers import Collect, put
+
+
+def cfg(enabled: list[str], tables: str = "", server: str = "") -> config.Config:
+    return config.parse(f"[server]\n{server}\n[dispatch]\nenabled = {enabled!r}\n{tables}")
+
+
+def test_plan_starts_stops_and_keeps():
+    p = plan(cfg(["database", "jsonfile"]), cfg(["database", "message"]), failed=set())
+    assert p == Plan(start=("message",), stop=("jsonfile",))
+    assert p.describe() == "enabled message; disabled jsonfile"
+
+
+def test_changed_options_restart_only_that_dispatcher():
+    old = cfg(["database", "jsonfile"], '[dispatchers.jsonfile]\npath = "a"')
+    new = cfg(["database", "jsonfile"], '[dispatchers.jsonfile]\npath = "b"')
+    assert plan(old, new, set()) == Plan(restart=("jsonfile",))
+
+
+def test_a_level_change_is_applied_in_place_not_by_restart():
+    old = cfg(["jsonfile"], '[dispatchers.jsonfile]\npath = "a"')
+    new = cfg(["jsonfile"], '[dispatchers.jsonfile]\npath = "a"\nlevel = "ERROR"')
+    assert plan(old, new, set()) == Plan()
+
+
+def test_failed_dispatchers_are_tried_again():
+    assert plan(cfg(["nope"]), cfg(["nope"]), failed={"nope"}) == Plan(restart=("nope",))
+
+
+def test_server_and_spool_changes_need_a_restart():
+    old = cfg(["database"])
+    new = config.parse("[server]\nport = 9999\n[spool]\nsync = 'full'\n[dispatch]\nlevel = 40")
+    assert plan(old, new, set()).restart_required == ("server.port", "spool.sync")
+
+
+async def test_requests_coalesce_and_reloads_never_overlap():
+    running, applied = 0, []
+
+    async def apply(reason: str) -> ReloadResult:
+        nonlocal running
+        running += 1
+        assert running == 1  # serial
+        applied.append(reason)
+        await asyncio.sleep(0.05)
+        running -= 1
+        return ReloadResult(True, len(applied))
+
+    reloader = Reloader(apply)
+    task = asyncio.create_task(reloader.run())
+    first = reloader.request("a")
+    await asyncio.sleep(0.01)  # "a" is being applied; the burst below waits for the next one
+    burst = [reloader.request(r) for r in ("b", "c", "b")]
+    results = await asyncio.gather(first, *burst)
+    task.cancel()
+    assert applied == ["a", "b, c"]
+    assert [r.generation for r in results] == [1, 2, 2, 2]
+
+
+@pytest.mark.parametrize("how", ["rewrite", "rename", "symlink swap"])
+async def test_watch_sees_every_way_of_replacing_the_file(tmp_path, how):
+    # A Kubernetes ConfigMap: dispatchd.toml -> ..data/dispatchd.toml, ..data -> ..v1
+    (tmp_path / "..v1").mkdir()
+    (tmp_path / "..v1" / "dispatchd.toml").write_text("v = 1\n")
+    (tmp_path / "..data").symlink_to("..v1")
+    path = tmp_path / "dispatchd.toml"
+    path.symlink_to("..data/dispatchd.toml")
+    seen: list[str] = []
+    changed = asyncio.Event()
+
+    def on_change(reason: str) -> None:
+        seen.append(reason)
+        changed.set()
+
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch(path, on_change, stop))
+    await asyncio.sleep(0.3)
+    if how == "rewrite":
+        (tmp_path / "..v1" / "dispatchd.toml").write_text("v = 2\n")
+    elif how == "rename":
+        (tmp_path / "new.toml").write_text("v = 2\n")
+        path.unlink()
+        os.rename(tmp_path / "new.toml", path)
+    else:
+        (tmp_path / "..v2").mkdir()
+        (tmp_path / "..v2" / "dispatchd.toml").write_text("v = 2\n")
+        (tmp_path / "..data_tmp").symlink_to("..v2")
+        os.rename(tmp_path / "..data_tmp", tmp_path / "..data")
+    await asyncio.wait_for(changed.wait(), 5)
+    (tmp_path / "unrelated.txt").write_text("x")  # same directory, same config: no reload
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.wait_for(watcher, 5)
+    assert seen == ["file changed"]
+
+
+async def test_drain_delivers_up_to_a_seq_then_stops(tmp_path):
+    spool = Spool(tmp_path / "spool.db")
+    await spool.open()
+    try:
+        await spool.ensure_cursor("c")
+        await put(spool, *(record() for _ in range(5)))
+        upto = spool.head
+        await put(spool, record(), record())  # accepted after the disable: not owed
+        backend = Collect()
+        worker = Worker("c", backend, spool, Policy(min_level=10, batch_size=2))
+        worker.start()
+        assert await worker.drain(upto, timeout=5)
+        await worker.stop(0)
+        assert len(backend.got) == 5 and spool.cursors["c"] == 5
+        assert await spool.retire_cursor("c", "disabled", upto) == 0
+        assert "c" not in spool.cursors and await spool.dead_letter_counts() == {}
+    finally:
+        await spool.close()
+
+
+async def test_a_drain_that_times_out_dead_letters_only_what_was_owed(tmp_path):
+    spool = Spool(tmp_path / "spool.db")
+    await spool.open()
+    try:
+        await spool.ensure_cursor("c")
+        await spool.ensure_cursor("other")
+        await put(spool, *(record() for _ in range(3)))
+        upto = spool.head
+        await put(spool, record())
+        assert await spool.retire_cursor("c", "disabled", upto) == 3
+        assert [d.row.seq for d in await spool.dead_letters("c")] == [1, 2, 3]
+    finally:
+        await spool.close()
