@@ -136,7 +136,8 @@ async def test_invalid_edits_change_nothing_and_are_reported(tmp_path):
                 await eventually_async(session, daemon, key)
                 status, body = await post(session, daemon.url + "/v1/events", record())
                 assert status == 202, name
-                await eventually(lambda: body["ids"][0] in  # jsonfile still enabled and running
+                new_id = body["ids"][0]
+                await eventually(lambda: new_id in  # noqa: B023  (awaited within the iteration)
                                  {json.loads(x)["id"] for x in daemon.lines("events.jsonl")})
                 assert (await config_status(session, daemon))["enabled"] == ["database", "jsonfile"]
             await edit(session, daemon, good)
