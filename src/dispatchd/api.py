@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import ValidationError
 
+from . import openapi
 from .constants import API_PREFIX, JSON, NDJSON, RETRY_AFTER_FULL, RETRY_AFTER_STOPPING
 from .errors import ApiError, SpoolFull, SpoolUnavailable
 from .models import RECORD, RECORDS, Record
@@ -167,6 +168,10 @@ async def post_reload(request: web.Request) -> web.Response:
     })
 
 
+async def get_openapi(request: web.Request) -> web.Response:
+    return json_response(openapi.document())
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -232,6 +237,7 @@ def make_app(service: Service) -> web.Application:
     app.router.add_post(f"{API_PREFIX}/events", post_events)
     app.router.add_get(f"{API_PREFIX}/dispatchers", get_dispatchers)
     app.router.add_get(f"{API_PREFIX}/config", get_config)
+    app.router.add_get(f"{API_PREFIX}/openapi.json", get_openapi)
     app.router.add_post(f"{API_PREFIX}/config/reload", post_reload)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
