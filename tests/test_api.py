@@ -19,10 +19,11 @@ from .conftest import config_text, record
 
 @asynccontextmanager
 async def run_daemon(
-    tmp: Path, enabled: list[str] | None = None, server: str = "", spool: str = ""
+    tmp: Path, enabled: list[str] | None = None, server: str = "", spool: str = "",
+    extra: str = "",
 ) -> AsyncIterator[tuple[Service, aiohttp.ClientSession, str]]:
     """The service in-process on port 0; ``server`` and ``spool`` add lines to those tables."""
-    text = config_text(tmp, enabled if enabled is not None else ["database"])
+    text = config_text(tmp, enabled if enabled is not None else ["database"], extra=extra)
     text = text.replace("[server]", f"[server]\n{server}").replace("[spool]", f"[spool]\n{spool}")
     service = Service(config.parse(text))
     await service.startup()
@@ -221,3 +222,38 @@ async def test_shutdown_answers_503(daemon):
         assert resp.status == 503
     async with session.get(url + "/healthz") as resp:
         assert resp.status == 200
+
+
+async def test_wait_delivered_answers_once_every_dispatcher_has_the_records(tmp_path):
+    async with run_daemon(tmp_path, ["database", "jsonfile"]) as (_, session, url):
+        body = [record(), record(level="DEBUG")]
+        async with session.post(url + "/v1/events?wait=delivered", json=body) as resp:
+            assert resp.status == 200
+            answer = await resp.json()
+    assert answer["delivery"] == {"database": {"status": "delivered", "filtered": 0},
+                                  "jsonfile": {"status": "delivered", "filtered": 0}}
+    ids = {json.loads(line)["id"] for line in (tmp_path / "events.jsonl").read_text().splitlines()}
+    assert set(answer["ids"]) == ids  # really there when the answer came
+
+
+async def test_wait_delivered_reports_each_dispatcher_on_its_own(tmp_path):
+    enabled = ["database", "slow", "failing", "broken"]
+    async with run_daemon(tmp_path, enabled, extra="delay = 3600") as (_, session, url):
+        async with session.post(url + "/v1/events?wait=delivered&timeout=1.5",
+                                json=record()) as resp:
+            assert resp.status == 202  # accepted and durable, not delivered everywhere
+            delivery = (await resp.json())["delivery"]
+    assert delivery["database"]["status"] == "delivered"
+    assert delivery["slow"] == {"status": "pending", "error": None}  # still inside its call
+    assert delivery["failing"] == {"status": "dead_lettered", "count": 1,
+                                   "error": "RuntimeError: always fails"}
+    assert delivery["broken"]["status"] == "failed"
+
+
+@pytest.mark.parametrize("query", ["wait=soon", "wait=delivered&timeout=0",
+                                   "wait=delivered&timeout=nan", "wait=delivered&timeout=9999"])
+async def test_bad_wait_parameters_are_422(daemon, query):
+    service, session, url = daemon
+    async with session.post(url + "/v1/events?" + query, json=record()) as resp:
+        assert resp.status == 422 and (await error_of(resp))["code"] == "invalid_parameter"
+    assert service.spool.head == 0

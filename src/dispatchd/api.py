@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 SERVICE: web.AppKey[Service] = web.AppKey("service")
 MAX_DETAILS = 100
+DEFAULT_WAIT = 10.0  # seconds ?wait=delivered waits unless ?timeout= says otherwise
+MAX_WAIT = 300.0
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -131,15 +133,41 @@ async def post_events(request: web.Request) -> web.Response:
     charset = request.charset
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise ApiError(415, "unsupported_media_type", f"charset {charset!r}; only utf-8 is accepted")
+    wait = _wait_timeout(request)
     body = await request.read()
     records = decode_records(body, content_type, service.config.server.max_batch)
     try:
-        await service.ingest(records)
+        seqs = await service.ingest(records)
     except SpoolFull as exc:
         raise _unavailable("spool_full", str(exc), RETRY_AFTER_FULL) from None
     except SpoolUnavailable as exc:
         raise _unavailable("spool_unavailable", str(exc), RETRY_AFTER_FULL) from None
-    return json_response({"accepted": len(records), "ids": [r.id for r in records]}, status=202)
+    answer: dict[str, Any] = {"accepted": len(records), "ids": [r.id for r in records]}
+    if wait is None or not records:
+        return json_response(answer, status=202)
+    answer["delivery"] = await service.wait_delivered(records, seqs, wait)
+    # 200: every dispatcher has them. 202: still accepted and durable, but not (all) delivered.
+    done = all(d["status"] == "delivered" for d in answer["delivery"].values())
+    return json_response(answer, status=200 if done else 202)
+
+
+def _wait_timeout(request: web.Request) -> float | None:
+    """``?wait=delivered[&timeout=S]``: how long to wait for delivery, or ``None``."""
+    wait = request.query.get("wait")
+    if wait is None:
+        return None
+    if wait != "delivered":
+        raise ApiError(422, "invalid_parameter", "wait must be 'delivered'",
+                       [{"field": "wait", "message": f"got {wait!r}"}])
+    raw = request.query.get("timeout", str(DEFAULT_WAIT))
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout <= MAX_WAIT:
+        raise ApiError(422, "invalid_parameter", f"timeout must be in (0, {MAX_WAIT:g}] seconds",
+                       [{"field": "timeout", "message": f"got {raw!r}"}])
+    return timeout
 
 
 def _unavailable(code: str, message: str, retry_after: int) -> ApiError:

@@ -250,6 +250,28 @@ class Service:
         """Commit validated records to the spool; returns once they are durable."""
         return await self.spool.append([(r.level, r.model_dump_json()) for r in records])
 
+    async def wait_delivered(
+        self, records: Sequence[Record], seqs: Sequence[int], timeout: float
+    ) -> dict[str, dict[str, Any]]:
+        """Per enabled dispatcher: has it handled these records within ``timeout``, and how."""
+        first, last = seqs[0], seqs[-1]
+
+        async def one(name: str) -> tuple[str, dict[str, Any]]:
+            worker = self.workers.get(name)
+            if worker is None:
+                return name, {"status": "failed", "error": self.failures.get(name)}
+            if not await worker.wait_for_cursor(last, timeout):
+                return name, {"status": "pending", "error": worker.stats.last_error}
+            filtered = sum(not worker.policy.wants(r) for r in records)
+            return name, {"status": "delivered", "filtered": filtered}
+
+        results = dict(await asyncio.gather(*(one(n) for n in self.config.dispatch.enabled)))
+        for name, count in (await self.spool.dead_lettered_between(first, last)).items():
+            if results.get(name, {}).get("status") == "delivered":
+                results[name] = {"status": "dead_lettered", "count": count,
+                                 "error": self.workers[name].stats.last_error}
+        return results
+
     def readiness_problems(self) -> list[str]:
         problems = []
         if self.stopping:

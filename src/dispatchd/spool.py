@@ -232,6 +232,14 @@ class Spool:
                 async for d, seq, body, error, attempts in cur
             ]
 
+    async def dead_lettered_between(self, first: int, last: int) -> dict[str, int]:
+        """How many of the records with seqs ``first..last`` each dispatcher dead-lettered."""
+        assert self._reader_db is not None
+        sql = ("SELECT dispatcher, COUNT(*) FROM dead_letter WHERE seq BETWEEN ? AND ?"
+               " GROUP BY dispatcher")
+        async with self._reader_db.execute(sql, (first, last)) as cur:
+            return {name: count async for name, count in cur}
+
     async def dead_letter_counts(self) -> dict[str, int]:
         assert self._reader_db is not None
         sql = "SELECT dispatcher, COUNT(*) FROM dead_letter GROUP BY dispatcher"

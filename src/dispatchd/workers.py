@@ -108,6 +108,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._until: int | None = None  # draining: stop once the cursor reaches this seq
+        self._moved = asyncio.Event()  # set (and replaced) each time the cursor advances
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -123,6 +124,22 @@ class Worker:
             return self.cursor >= upto
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
         return bool(done) and self.cursor >= upto
+
+    async def wait_for_cursor(self, seq: int, timeout: float) -> bool:
+        """Wait until this dispatcher has handled every record up to ``seq``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.cursor < seq:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), remaining)
+        return True
+
+    def _advance(self, seq: int) -> None:
+        self.cursor = seq
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
 
     def cancel(self) -> None:
         """Abandon the batch in hand now; what was delivered is still committed."""
@@ -149,7 +166,7 @@ class Worker:
         """Deliver until stopped; with ``until_idle``, return once the cursor reaches the head."""
         if not await self._start_backend():
             return
-        self.cursor = await self.spool.ensure_cursor(self.name)
+        self._advance(await self.spool.ensure_cursor(self.name))
         self._recovered()
         while not self._stopping.is_set():
             self._wake.clear()
@@ -185,7 +202,7 @@ class Worker:
             # Shielded: a cancellation at shutdown must not lose the record of what was delivered.
             if self._done > self.cursor:
                 await asyncio.shield(self.spool.move_cursor(self.name, self._done))
-                self.cursor = self._done
+                self._advance(self._done)
 
     async def _decode(self, rows: list[Row]) -> list[tuple[Row, Record]]:
         wanted, bad = [], []
