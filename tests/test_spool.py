@@ -112,7 +112,11 @@ async def test_dead_letters_and_retire(spool):
     assert await spool.dead_letter_counts() == {"a": 1, "b": 4}
     letters = await spool.dead_letters("b")
     assert [d.row.seq for d in letters] == [1, 2, 3, 4] and letters[0].error == "disabled"
-    assert (await spool.dead_letters("a"))[0] == DeadLetter("a", Row(1, 0, row.body), "boom", 3)
+    [stored] = await spool.dead_letters("a")
+    assert (stored.dispatcher, stored.row, stored.error, stored.attempts) == (
+        "a", Row(1, 0, row.body), "boom", 3
+    )
+    assert stored.id > 0 and stored.failed_at > 0
 
 
 async def test_listeners_are_woken_by_appends(spool):
@@ -140,3 +144,45 @@ async def test_append_after_close_is_refused(tmp_path):
     await s.close()
     with pytest.raises(SpoolUnavailable):
         await s.append(rows(1))
+
+
+async def test_replay_targets_one_dispatcher_and_empties_its_dead_letters(spool):
+    await spool.ensure_cursor("a")
+    await spool.ensure_cursor("b")
+    await spool.append(rows(2))
+    first = (await spool.read(0, 1))[0]
+    await spool.dead_letter([DeadLetter("a", first, "boom", 3)])
+    letters = await spool.dead_letters("a")
+    assert await spool.replay("a", letters, [20]) == 1
+    replayed = (await spool.read(2, 10))
+    assert [(r.seq, r.target, r.body) for r in replayed] == [(3, "a", first.body)]
+    assert replayed[0].is_for("a") and not replayed[0].is_for("b")
+    assert await spool.dead_letter_counts() == {}
+
+
+async def test_purge_and_paging(spool):
+    await spool.ensure_cursor("a")
+    await spool.append(rows(5))
+    batch = await spool.read(0, 5)
+    await spool.dead_letter([DeadLetter("a", r, "x", 1) for r in batch])
+    await spool.dead_letter([DeadLetter("b", batch[0], "x", 1)])
+    page = await spool.dead_letters("a", limit=2)
+    assert [d.row.seq for d in page] == [1, 2]
+    assert [d.row.seq for d in await spool.dead_letters("a", after=page[-1].id)] == [3, 4, 5]
+    assert await spool.purge_dead_letters("a") == 5
+    assert await spool.dead_letter_counts() == {"b": 1}
+
+
+async def test_a_spool_from_before_replays_is_migrated(tmp_path):
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY, level INTEGER NOT NULL,"
+                   " body TEXT NOT NULL)")
+        db.execute("INSERT INTO spool VALUES (1, 20, '{}')")
+    s = Spool(tmp_path / "old.db")
+    await s.open()
+    await s.ensure_cursor("a")
+    assert [(r.seq, r.target) for r in await s.read(0, 10)] == []  # new cursor starts at head
+    assert s.head == 1
+    await s.append(rows(1))
+    assert [(r.seq, r.target) for r in await s.read(0, 10)] == [(2, None)]  # 1 compacted
+    await s.close()

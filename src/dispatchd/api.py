@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import ValidationError
 
-from . import openapi
+from . import metrics, openapi
 from .constants import API_PREFIX, JSON, NDJSON, RETRY_AFTER_FULL, RETRY_AFTER_STOPPING
 from .errors import ApiError, SpoolFull, SpoolUnavailable
 from .models import RECORD, RECORDS, Record
@@ -179,6 +179,56 @@ async def get_dispatchers(request: web.Request) -> web.Response:
     return json_response({"dispatchers": await service.dispatcher_status()})
 
 
+async def get_dead_letters(request: web.Request) -> web.Response:
+    """Stored dead letters, oldest first: ``?dispatcher=&after=<id>&limit=``."""
+    spool = request.app[SERVICE].spool
+    after = _int_param(request, "after", 0, 0, 2**62)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    letters = await spool.dead_letters(request.query.get("dispatcher"), after, limit)
+    return json_response({"dead_letters": [
+        {"id": d.id, "dispatcher": d.dispatcher, "seq": d.row.seq, "error": d.error,
+         "attempts": d.attempts, "failed_at": d.failed_at, "record": json.loads(d.row.body)}
+        for d in letters
+    ]})
+
+
+async def replay_dead_letters(request: web.Request) -> web.Response:
+    name = _dispatcher_param(request)
+    try:
+        replayed = await request.app[SERVICE].replay_dead_letters(name)
+    except SpoolFull as exc:
+        raise _unavailable("spool_full", str(exc), RETRY_AFTER_FULL) from None
+    return json_response({"dispatcher": name, "replayed": replayed})
+
+
+async def purge_dead_letters(request: web.Request) -> web.Response:
+    name = _dispatcher_param(request)
+    purged = await request.app[SERVICE].spool.purge_dead_letters(name)
+    return json_response({"dispatcher": name, "purged": purged})
+
+
+def _dispatcher_param(request: web.Request) -> str:
+    name = request.query.get("dispatcher")
+    if not name:
+        raise ApiError(422, "invalid_parameter", "?dispatcher=<name> is required",
+                       [{"field": "dispatcher", "message": "missing"}])
+    return name
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(422, "invalid_parameter", f"{name} must be an integer {low}..{high}",
+                       [{"field": name, "message": f"got {raw!r}"}])
+    return value
+
+
 async def get_config(request: web.Request) -> web.Response:
     return json_response(request.app[SERVICE].config_status())
 
@@ -198,6 +248,11 @@ async def post_reload(request: web.Request) -> web.Response:
 
 async def get_openapi(request: web.Request) -> web.Response:
     return json_response(openapi.document())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body = await request.app[SERVICE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -220,6 +275,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
+        if request.path == f"{API_PREFIX}/events":
+            request.app[SERVICE].counters.rejected[exc.code] += 1
         return json_response(exc.body(), status=exc.status, headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -230,13 +287,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response(error.body(), status=exc.status, headers=headers)
 
 
-def auth_middleware(tokens: tuple[str, ...]) -> Middleware:
-    """Bearer-token check on ``/v1`` routes, in constant time; no tokens means no auth."""
+def auth_middleware(tokens: tuple[str, ...], metrics_public: bool) -> Middleware:
+    """Bearer-token check on ``/v1`` routes (and ``/metrics`` unless public), in constant time;
+    no tokens means no auth. ``/healthz`` and ``/readyz`` are always open."""
     encoded = [t.encode() for t in tokens]
+
+    def guarded(path: str) -> bool:
+        return path.startswith(API_PREFIX + "/") or (path == "/metrics" and not metrics_public)
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if encoded and request.path.startswith(API_PREFIX + "/"):
+        if encoded and guarded(request.path):
             given = request.headers.get("Authorization", "")
             scheme, _, token = given.partition(" ")
             ok = scheme.lower() == "bearer" and _any_equal(token.strip().encode(), encoded)
@@ -259,14 +320,18 @@ def make_app(service: Service) -> web.Application:
     server = service.config.server
     app = web.Application(
         client_max_size=server.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware(server.auth_tokens)],
+        middlewares=[error_middleware, auth_middleware(server.tokens(), server.metrics_public)],
     )
     app[SERVICE] = service
     app.router.add_post(f"{API_PREFIX}/events", post_events)
     app.router.add_get(f"{API_PREFIX}/dispatchers", get_dispatchers)
     app.router.add_get(f"{API_PREFIX}/config", get_config)
     app.router.add_get(f"{API_PREFIX}/openapi.json", get_openapi)
+    app.router.add_get(f"{API_PREFIX}/dead-letters", get_dead_letters)
+    app.router.add_delete(f"{API_PREFIX}/dead-letters", purge_dead_letters)
+    app.router.add_post(f"{API_PREFIX}/dead-letters/replay", replay_dead_letters)
     app.router.add_post(f"{API_PREFIX}/config/reload", post_reload)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", get_metrics)
     return app

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .constants import CONFIG_ENV, DEFAULT_CONFIG_PATH
 from .errors import ConfigError
@@ -30,7 +30,24 @@ class ServerConfig(_Section):
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     max_batch: PositiveInt = 1000
     auth_tokens: tuple[str, ...] = ()
+    auth_tokens_file: str | None = None  # one token per line; read at start-up
+    metrics_public: bool = True  # false: /metrics needs a bearer token too
+    tls_cert: str | None = None
+    tls_key: str | None = None
     shutdown_timeout: PositiveFloat = 8.0
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+    def tokens(self) -> tuple[str, ...]:
+        """``auth_tokens`` plus the lines of ``auth_tokens_file``."""
+        if self.auth_tokens_file is None:
+            return self.auth_tokens
+        lines = Path(self.auth_tokens_file).read_text(encoding="utf-8").splitlines()
+        return self.auth_tokens + tuple(line.strip() for line in lines if line.strip())
 
 
 class SpoolConfig(_Section):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import signal
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,8 @@ from . import config as config_file
 from . import registry
 from .api import make_app
 from .config import Config
-from .errors import ConfigError, DispatchdError, PluginError
+from .errors import ApiError, ConfigError, DispatchdError, PluginError
+from .metrics import Counters, Metrics
 from .models import Record
 from .reload import Plan, Reloader, ReloadResult, plan, watch
 from .spool import Spool
@@ -53,6 +56,8 @@ class Service:
         self.last_reload_error: str | None = None
         self.restart_required: tuple[str, ...] = ()
         self.reloader = Reloader(self.reload)
+        self.counters = Counters()
+        self.metrics = Metrics(self)
         self._background: list[asyncio.Task[None]] = []
         self._watch_stop = asyncio.Event()
 
@@ -138,16 +143,21 @@ class Service:
 
     async def _start_http(self) -> None:
         server = self.config.server
-        self._runner = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=5.0)
+        try:
+            app = make_app(self)
+            tls = _tls_context(server.tls_cert, server.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise DispatchdError(f"cannot set up the HTTP server: {exc}") from None
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, server.host, server.port)
+        site = web.TCPSite(self._runner, server.host, server.port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
             raise DispatchdError(f"cannot listen on {server.host}:{server.port}: {exc}") from None
         sockets = self._runner.addresses
         self.port = sockets[0][1] if sockets else server.port
-        log.info("listening on http://%s:%d", server.host, self.port)
+        log.info("listening on %s://%s:%d", "https" if tls else "http", server.host, self.port)
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -248,7 +258,9 @@ class Service:
 
     async def ingest(self, records: Sequence[Record]) -> list[int]:
         """Commit validated records to the spool; returns once they are durable."""
-        return await self.spool.append([(r.level, r.model_dump_json()) for r in records])
+        seqs = await self.spool.append([(r.level, r.model_dump_json()) for r in records])
+        self.counters.accepted += len(seqs)
+        return seqs
 
     async def wait_delivered(
         self, records: Sequence[Record], seqs: Sequence[int], timeout: float
@@ -271,6 +283,16 @@ class Service:
                 results[name] = {"status": "dead_lettered", "count": count,
                                  "error": self.workers[name].stats.last_error}
         return results
+
+    async def replay_dead_letters(self, name: str) -> int:
+        """Send ``name``'s dead letters back to ``name`` only; returns how many."""
+        if name not in self.config.dispatch.enabled:
+            raise ApiError(409, "not_enabled", f"dispatcher {name!r} is not enabled; enable it first")
+        letters = await self.spool.dead_letters(name)
+        levels = [json.loads(letter.row.body)["level"] for letter in letters]
+        replayed = await self.spool.replay(name, letters, levels)
+        log.info("dispatcher %s: %d dead letters replayed", name, replayed)
+        return replayed
 
     def readiness_problems(self) -> list[str]:
         problems = []
@@ -308,6 +330,14 @@ class Service:
             for key in totals:
                 totals[key] += getattr(worker.stats, key)
         return totals
+
+
+def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if cert is None or key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 async def run(config: Config, config_path: str | None = None) -> None:

@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
-    seq   INTEGER PRIMARY KEY,
-    level INTEGER NOT NULL,
-    body  TEXT NOT NULL
+    seq    INTEGER PRIMARY KEY,
+    level  INTEGER NOT NULL,
+    body   TEXT NOT NULL,
+    target TEXT  -- NULL: every dispatcher; a name: that one only (a dead-letter replay)
 );
 CREATE TABLE IF NOT EXISTS cursor (
     name TEXT PRIMARY KEY,
@@ -50,11 +51,15 @@ CREATE TABLE IF NOT EXISTS meta (
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One spooled record: its sequence number, level and JSON body."""
+    """One spooled record: its sequence number, level, JSON body and (for replays) target."""
 
     seq: int
     level: int
     body: str
+    target: str | None = None
+
+    def is_for(self, dispatcher: str) -> bool:
+        return self.target is None or self.target == dispatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +70,16 @@ class DeadLetter:
     row: Row
     error: str
     attempts: int
+    id: int = 0  # its row in the dead-letter table, once stored
+    failed_at: float = 0.0
 
 
 @dataclass
 class _Batch:
     """Operations taken together by the writer; applied in one transaction."""
 
-    appends: list[tuple[int, int, str]] = field(default_factory=list)
+    appends: list[tuple[int, int, str, str | None]] = field(default_factory=list)
+    purges: list[tuple[str, int]] = field(default_factory=list)  # dead letters: name, up to rowid
     cursors: dict[str, int] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)
     dead: list[DeadLetter] = field(default_factory=list)
@@ -86,6 +94,8 @@ AT_HEAD = -1  # a cursor value meaning "the head as of this commit"
 @dataclass
 class _Op:
     rows: Sequence[tuple[int, str]] = ()
+    target: str | None = None
+    purge: tuple[str, int] | None = None
     cursor: tuple[str, int] | None = None
     drop: str | None = None
     retire: tuple[str, int] | None = None  # reason and last seq owed; ``drop`` names the dispatcher
@@ -119,9 +129,17 @@ class Spool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer_db = await self._connect()
         await self._writer_db.executescript(SCHEMA)
+        await self._migrate()
         self._reader_db = await self._connect()
         await self._restore()
         self._writer = asyncio.create_task(self._write_loop(), name="spool-writer")
+
+    async def _migrate(self) -> None:
+        assert self._writer_db is not None
+        async with self._writer_db.execute("PRAGMA table_info(spool)") as cur:
+            columns = {row[1] async for row in cur}
+        if "target" not in columns:  # spool files from 0.1.0 before replays existed
+            await self._writer_db.execute("ALTER TABLE spool ADD COLUMN target TEXT")
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -216,21 +234,40 @@ class Spool:
     async def read(self, after: int, limit: int) -> list[Row]:
         """Committed records with ``seq > after``, oldest first."""
         assert self._reader_db is not None
-        sql = "SELECT seq, level, body FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
+        sql = "SELECT seq, level, body, target FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
         async with self._reader_db.execute(sql, (after, limit)) as cur:
-            return [Row(seq, level, body) async for seq, level, body in cur]
+            return [Row(*row) async for row in cur]
 
-    async def dead_letters(self, dispatcher: str | None = None) -> list[DeadLetter]:
+    async def dead_letters(
+        self, dispatcher: str | None = None, after: int = 0, limit: int = 1_000_000
+    ) -> list[DeadLetter]:
+        """Stored dead letters, oldest first; ``after`` is a ``DeadLetter.id`` to page from."""
         assert self._reader_db is not None
-        sql = "SELECT dispatcher, seq, body, error, attempts FROM dead_letter"
-        args: tuple[str, ...] = ()
-        if dispatcher is not None:
-            sql, args = sql + " WHERE dispatcher = ?", (dispatcher,)
-        async with self._reader_db.execute(sql + " ORDER BY rowid", args) as cur:
+        sql = "SELECT rowid, dispatcher, seq, body, error, attempts, failed_at FROM dead_letter"
+        sql += " WHERE rowid > ?" + (" AND dispatcher = ?" if dispatcher is not None else "")
+        args: tuple[object, ...] = (after, dispatcher) if dispatcher is not None else (after,)
+        async with self._reader_db.execute(sql + " ORDER BY rowid LIMIT ?", (*args, limit)) as cur:
             return [
-                DeadLetter(d, Row(seq, 0, body), error, attempts)
-                async for d, seq, body, error, attempts in cur
+                DeadLetter(d, Row(seq, 0, body), error, attempts, rowid, failed_at)
+                async for rowid, d, seq, body, error, attempts, failed_at in cur
             ]
+
+    async def replay(self, dispatcher: str, letters: list[DeadLetter], levels: list[int]) -> int:
+        """Put ``letters`` back in the spool for ``dispatcher`` only, and out of the dead letters."""
+        if not letters:
+            return 0
+        if len(letters) > self.room():
+            raise SpoolFull(f"the spool has room for {self.room()} of {len(letters)} records")
+        rows = [(level, letter.row.body) for level, letter in zip(levels, letters, strict=True)]
+        last = max(letter.id for letter in letters)
+        await self._submit(_Op(rows=rows, target=dispatcher, purge=(dispatcher, last)))
+        return len(letters)
+
+    async def purge_dead_letters(self, dispatcher: str) -> int:
+        """Delete every stored dead letter of ``dispatcher``; returns how many."""
+        counts = await self.dead_letter_counts()
+        await self._submit(_Op(purge=(dispatcher, 2**62)))
+        return counts.get(dispatcher, 0)
 
     async def dead_lettered_between(self, first: int, last: int) -> dict[str, int]:
         """How many of the records with seqs ``first..last`` each dispatcher dead-lettered."""
@@ -306,7 +343,9 @@ class Spool:
             for level, body in op.rows:
                 seq += 1
                 op.seqs.append(seq)
-                batch.appends.append((seq, level, body))
+                batch.appends.append((seq, level, body, op.target))
+            if op.purge is not None:
+                batch.purges.append(op.purge)
             if op.cursor is not None:
                 name, at = op.cursor
                 batch.cursors[name] = seq if at == AT_HEAD else at
@@ -337,9 +376,15 @@ class Spool:
                 (name, reason, time.time(), after, min(upto, self.head)),
             )
         if batch.appends:
-            await db.executemany("INSERT INTO spool (seq, level, body) VALUES (?, ?, ?)", batch.appends)
+            await db.executemany(
+                "INSERT INTO spool (seq, level, body, target) VALUES (?, ?, ?, ?)", batch.appends
+            )
             await db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (batch.head,)
+            )
+        if batch.purges:
+            await db.executemany(
+                "DELETE FROM dead_letter WHERE dispatcher = ? AND rowid <= ?", batch.purges
             )
         if batch.dead:
             await db.executemany(

@@ -207,6 +207,8 @@ class Worker:
     async def _decode(self, rows: list[Row]) -> list[tuple[Row, Record]]:
         wanted, bad = [], []
         for row in rows:
+            if not row.is_for(self.name):
+                continue  # a replay of another dispatcher's dead letters
             try:
                 record = Record.model_validate_json(row.body)
             except ValidationError as exc:
