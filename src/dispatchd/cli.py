@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     reload.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
     reload.set_defaults(func=_reload)
 
+    dead = commands.add_parser("dead-letters", help="list, replay or purge dead letters")
+    dead.add_argument("action", choices=["list", "replay", "purge"])
+    dead.add_argument("--dispatcher", "-d", help="only this dispatcher (required for replay/purge)")
+    dead.add_argument("--limit", type=int, default=100, help="list: at most this many")
+    dead.add_argument("--after", type=int, default=0, help="list: start after this dead-letter id")
+    _config_option(dead)
+    dead.set_defaults(func=_dead_letters)
+
     plugins = commands.add_parser("plugins", help="list every discovered dispatcher")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(func=_plugins)
@@ -118,6 +126,39 @@ def _reload(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     print(json.dumps(body, indent=2))
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    if args.action != "list" and not args.dispatcher:
+        print(f"dispatchd: dead-letters {args.action} needs --dispatcher", file=sys.stderr)
+        return 2
+    params = {"dispatcher": args.dispatcher} if args.dispatcher else {}
+    if args.action == "list":
+        request = ("GET", "/v1/dead-letters", {**params, "limit": str(args.limit),
+                                               "after": str(args.after)})
+    elif args.action == "replay":
+        request = ("POST", "/v1/dead-letters/replay", params)
+    else:
+        request = ("DELETE", "/v1/dead-letters", params)
+    method, path, query = request
+    try:
+        status, body = asyncio.run(control.call(cfg.server, method, path, params=query))
+    except DispatchdError as exc:
+        print(f"dispatchd: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"dispatchd: {body.get('error', {}).get('message', body)}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        for letter in body["dead_letters"]:
+            print(json.dumps(letter))
+        print(f"{len(body['dead_letters'])} dead letters", file=sys.stderr)
+    else:
+        print(json.dumps(body))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import aiohttp
@@ -16,17 +17,36 @@ _ANY = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 def base_url(server: ServerConfig) -> str:
     host = _ANY.get(server.host, server.host)
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{server.port}"
+    scheme = "https" if server.tls_cert else "http"
+    return f"{scheme}://{host}:{server.port}"
+
+
+def _tls(server: ServerConfig) -> ssl.SSLContext | bool:
+    if not server.tls_cert:
+        return True
+    # The daemon's own certificate is what we trust; we reach it by address, not by name.
+    context = ssl.create_default_context(cafile=server.tls_cert)
+    context.check_hostname = False
+    return context
+
+
+async def call(
+    server: ServerConfig, method: str, path: str, timeout: float = 60.0,
+    params: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """One request to the daemon; returns the status and the decoded JSON body."""
+    tokens = server.tokens()
+    headers = {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
+    url = base_url(server) + path
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.request(method, url, headers=headers, params=params,
+                                       ssl=_tls(server)) as resp:
+                body: dict[str, Any] = await resp.json()
+                return resp.status, body
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise DispatchdError(f"cannot reach dispatchd at {url}: {exc}") from None
 
 
 async def post_reload(server: ServerConfig, timeout: float) -> tuple[int, dict[str, Any]]:
-    """POST /v1/config/reload; returns the status and the decoded body."""
-    headers = {"Authorization": f"Bearer {server.auth_tokens[0]}"} if server.auth_tokens else {}
-    url = base_url(server) + "/v1/config/reload"
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async with session.post(url, headers=headers) as resp:
-                body: dict[str, Any] = await resp.json()
-                return resp.status, body
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise DispatchdError(f"cannot reach dispatchd at {url}: {exc}") from None
+    return await call(server, "POST", "/v1/config/reload", timeout)
