@@ -42,7 +42,7 @@ class Daemon:
     def write_config(self, enabled: list[str], extra: str = "") -> None:
         self.config.write_text(config_text(self.tmp, enabled, self.port, extra))
 
-    async def start(self, timeout: float = 20.0) -> None:
+    async def start(self, timeout: float = 20.0, ssl: Any = True) -> None:
         path = os.pathsep.join(filter(None, [str(TESTPLUGINS), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
         with self.log.open("ab") as log:
@@ -50,7 +50,7 @@ class Daemon:
                 [str(DISPATCHD), "serve", "-c", str(self.config)], stdout=log, stderr=log, env=env
             )
         deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl)) as session:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"dispatchd exited with {self.proc.returncode}:\n{self.logs()}")
