@@ -69,3 +69,10 @@ def test_check_lists_every_problem():
     assert "dispatchers.jsonfile.pathh" in text
     assert "named twice" in text
     assert "notinstalled" not in text  # a table for a plugin installed later is fine
+
+
+def test_a_broken_plugin_that_is_not_enabled_does_not_block_the_config():
+    cfg = config.parse('[dispatch]\nenabled = ["database"]\n[dispatchers.broken]\nx = 1\n')
+    assert registry.check(cfg) == []
+    cfg = config.parse('[dispatch]\nenabled = ["database", "broken"]\n')
+    assert "failed to import" in registry.check(cfg)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import aiohttp
@@ -83,6 +84,11 @@ connect_timeout = 0.5
             await post(session, daemon.url + "/v1/events", record())
             await post(session, daemon.url + "/v1/events", b"{bad", headers={
                 "Content-Type": "application/json", "Authorization": "Bearer wrong-" + SECRET_TOKEN})
+            for _ in range(200):  # until the message dispatcher has tried and failed
+                async with session.get(daemon.url + "/v1/dispatchers") as resp:
+                    if "unavailable:" in await resp.text():
+                        break
+                await asyncio.sleep(0.05)
             for path in ("/v1/dispatchers", "/v1/config", "/metrics", "/v1/dead-letters"):
                 async with session.get(daemon.url + path) as resp:
                     seen.append(await resp.text())

@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # watchfiles logs every change it sees at INFO; the reload itself is what operators need.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     code: int = args.func(args)
     return code
 

@@ -24,7 +24,6 @@ class Counters:
     def __init__(self) -> None:
         self.accepted = 0
         self.rejected: Counter[str] = Counter()  # by error code
-        self.spool_quarantined = 0
 
 
 class ServiceCollector(Collector):
@@ -45,7 +44,7 @@ class ServiceCollector(Collector):
                      s.spool.backlog)
         yield _gauge("dispatchd_spool_capacity", "spool.max_events.", s.spool.max_events)
         yield _counter("dispatchd_spool_quarantined", "Unreadable spool files moved aside.",
-                       s.counters.spool_quarantined)
+                       len(s.spool.quarantined))
         yield _gauge("dispatchd_config_generation", "Successful config loads.", s.generation)
         yield from self._dispatchers()
 

@@ -123,10 +123,20 @@ def check(config: Config) -> list[str]:
     found = discover()
     problems = []
     for name in sorted(set(config.dispatch.enabled) | set(config.dispatchers)):
-        if name not in config.dispatch.enabled and name not in found:
+        enabled = name in config.dispatch.enabled
+        if not enabled and name not in found:
             continue  # a table for a plugin not installed yet is allowed; it is not enabled
         try:
-            resolve(name, config, found)
+            cls = load(found[name]) if name in found else None
+        except PluginError as exc:
+            if enabled:
+                problems.append(str(exc))
+            continue  # a broken plugin that is not enabled must not block switching it off
+        try:
+            if cls is None:
+                resolve(name, config, found)  # raises: not installed
+            else:
+                validate_options(name, cls, config.dispatcher_table(name))
         except PluginError as exc:
             problems.append(str(exc))
     if len(set(config.dispatch.enabled)) != len(config.dispatch.enabled):

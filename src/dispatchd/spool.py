@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,18 +122,49 @@ class Spool:
         self._writer: asyncio.Task[None] | None = None
         self._listeners: set[asyncio.Event] = set()
         self.commits = 0
+        self.quarantined: list[Path] = []  # unreadable spool files moved aside at open
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open (or create) the file, restore head, floor and cursors, start the writer."""
+        """Open (or create) the file, restore head, floor and cursors, start the writer.
+
+        An unreadable file (garbage, truncated) is moved aside and a fresh spool started, so a
+        damaged disk means a loud error and a metric, not a daemon that crash-loops.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._open_files()
+        except sqlite3.DatabaseError as exc:
+            await self._close_connections()
+            moved = self._quarantine()
+            log.error("spool %s is unreadable (%s); moved it aside to %s and started a fresh "
+                      "spool: what it held was not delivered", self.path, exc, moved)
+            await self._open_files()
+        self._writer = asyncio.create_task(self._write_loop(), name="spool-writer")
+
+    async def _open_files(self) -> None:
         self._writer_db = await self._connect()
         await self._writer_db.executescript(SCHEMA)
         await self._migrate()
         self._reader_db = await self._connect()
         await self._restore()
-        self._writer = asyncio.create_task(self._write_loop(), name="spool-writer")
+
+    def _quarantine(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                source.rename(f"{target}{suffix}")
+        self.quarantined.append(target)
+        return target
+
+    async def _close_connections(self) -> None:
+        for db in (self._reader_db, self._writer_db):
+            if db is not None:
+                await db.close()
+        self._reader_db = self._writer_db = None
 
     async def _migrate(self) -> None:
         assert self._writer_db is not None
@@ -167,10 +199,7 @@ class Spool:
             await self._ops.put(None)
             await self._writer
             self._writer = None
-        for db in (self._reader_db, self._writer_db):
-            if db is not None:
-                await db.close()
-        self._reader_db = self._writer_db = None
+        await self._close_connections()
 
     # -- public operations -------------------------------------------------------------------
 

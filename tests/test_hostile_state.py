@@ -1,0 +1,111 @@
+"""Corrupt or hostile state: a damaged spool file, a full disk, an unwritable store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import aiohttp
+import pytest
+
+from dispatchd.spool import Spool
+
+from .conftest import record
+from .daemon import Daemon, eventually, post
+from .test_api import run_daemon
+
+
+async def test_a_garbage_spool_is_moved_aside_and_the_daemon_starts_fresh(tmp_path):
+    (tmp_path / "spool.db").write_bytes(b"this is not a database\x00" * 500)
+    daemon = Daemon(tmp_path, ["database"])
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, body = await post(session, daemon.url + "/v1/events", record())
+            assert status == 202
+            await eventually(lambda: [r["id"] for r in daemon.db_rows()] == body["ids"])
+            async with session.get(daemon.url + "/metrics") as resp:
+                assert "dispatchd_spool_quarantined_total 1.0" in await resp.text()
+    finally:
+        daemon.kill()
+    [moved] = list(tmp_path.glob("spool.db.corrupt-*"))
+    assert moved.read_bytes().startswith(b"this is not a database")
+    assert "is unreadable" in daemon.logs() and "moved it aside" in daemon.logs()
+
+
+async def test_a_truncated_spool_is_moved_aside(tmp_path):
+    path = tmp_path / "spool.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY, level INTEGER, body TEXT,"
+                   " target TEXT)")
+        db.executemany("INSERT INTO spool VALUES (?, 20, ?, NULL)",
+                       [(i, "x" * 200) for i in range(1, 5001)])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    spool = Spool(path)
+    await spool.open()
+    try:
+        assert len(spool.quarantined) == 1 and spool.head == 0
+        await spool.ensure_cursor("d")
+        assert await spool.append([(20, "{}")]) == [1]
+    finally:
+        await spool.close()
+
+
+async def test_a_full_disk_answers_503_and_keeps_what_was_accepted(tmp_path):
+    (tmp_path / "flaky.down").touch()  # the only dispatcher is down: everything stays spooled
+    async with run_daemon(tmp_path, ["flaky"]) as (service, session, url):
+        status, first = await post(session, url + "/v1/events", [record()] * 10)
+        assert status == 202
+        writer = service.spool._writer_db
+        assert writer is not None
+        async with writer.execute("PRAGMA page_count") as cur:
+            (pages,) = await cur.fetchone()
+        await writer.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+        big = [record(reason="x" * 60000) for _ in range(10)]
+        for _ in range(3):
+            async with session.post(url + "/v1/events", json=big) as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"]
+                assert (await resp.json())["error"]["code"] == "spool_unavailable"
+        await writer.execute("PRAGMA max_page_count = 1073741823")  # space is freed
+        status, second = await post(session, url + "/v1/events", record())
+        assert status == 202
+        rows = await service.spool.read(0, 100)
+        assert [json.loads(r.body)["id"] for r in rows] == first["ids"] + second["ids"]
+
+
+async def test_an_unwritable_database_fails_only_that_dispatcher(tmp_path):
+    (tmp_path / "file").write_text("a file where the store's directory should be")
+    text_db = f'url = "sqlite:///{tmp_path}/file/events.db"'
+    async with run_daemon(tmp_path, ["database", "jsonfile"]) as (service, session, url):
+        pass  # first run creates nothing odd; now point the database at the file
+    from dispatchd import config
+    from dispatchd.service import Service
+
+    from .conftest import config_text
+
+    cfg_text = config_text(tmp_path, ["database", "jsonfile"]).replace(
+        f'url = "sqlite:///{tmp_path}/events.db"', text_db)
+    service = Service(config.parse(cfg_text))
+    await service.startup()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{service.port}"
+            status, body = await post(session, url + "/v1/events", record())
+            assert status == 202
+            lines = lambda: (tmp_path / "events.jsonl").exists() and (  # noqa: E731
+                (tmp_path / "events.jsonl").read_text().count("\n"))
+            await eventually(lambda: lines() == 1)
+            async with session.get(url + "/v1/dispatchers") as resp:
+                states = {d["name"]: d for d in (await resp.json())["dispatchers"]}
+    finally:
+        await service.shutdown()
+    assert states["database"]["state"] == "failed"
+    assert "start failed" in states["database"]["last_error"]
+    assert states["database"]["backlog"] == 1  # kept for when the path is fixed
+    assert states["jsonfile"]["state"] == "running"
+
+
+@pytest.fixture(autouse=True)
+def _integration_marker(request):
+    request.node.add_marker(pytest.mark.integration)
