@@ -8,9 +8,11 @@ import sqlite3
 import aiohttp
 import pytest
 
+from dispatchd import config
+from dispatchd.service import Service
 from dispatchd.spool import Spool
 
-from .conftest import record
+from .conftest import config_text, record
 from .daemon import Daemon, eventually, post
 from .test_api import run_daemon
 
@@ -76,16 +78,8 @@ async def test_a_full_disk_answers_503_and_keeps_what_was_accepted(tmp_path):
 
 async def test_an_unwritable_database_fails_only_that_dispatcher(tmp_path):
     (tmp_path / "file").write_text("a file where the store's directory should be")
-    text_db = f'url = "sqlite:///{tmp_path}/file/events.db"'
-    async with run_daemon(tmp_path, ["database", "jsonfile"]) as (service, session, url):
-        pass  # first run creates nothing odd; now point the database at the file
-    from dispatchd import config
-    from dispatchd.service import Service
-
-    from .conftest import config_text
-
     cfg_text = config_text(tmp_path, ["database", "jsonfile"]).replace(
-        f'url = "sqlite:///{tmp_path}/events.db"', text_db)
+        f'url = "sqlite:///{tmp_path}/events.db"', f'url = "sqlite:///{tmp_path}/file/events.db"')
     service = Service(config.parse(cfg_text))
     await service.startup()
     try:
@@ -93,9 +87,8 @@ async def test_an_unwritable_database_fails_only_that_dispatcher(tmp_path):
             url = f"http://127.0.0.1:{service.port}"
             status, body = await post(session, url + "/v1/events", record())
             assert status == 202
-            lines = lambda: (tmp_path / "events.jsonl").exists() and (  # noqa: E731
-                (tmp_path / "events.jsonl").read_text().count("\n"))
-            await eventually(lambda: lines() == 1)
+            jsonl = tmp_path / "events.jsonl"
+            await eventually(lambda: jsonl.exists() and jsonl.read_text().count("\n") == 1)
             async with session.get(url + "/v1/dispatchers") as resp:
                 states = {d["name"]: d for d in (await resp.json())["dispatchers"]}
     finally:
