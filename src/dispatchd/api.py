@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -134,7 +135,10 @@ async def post_events(request: web.Request) -> web.Response:
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise ApiError(415, "unsupported_media_type", f"charset {charset!r}; only utf-8 is accepted")
     wait = _wait_timeout(request)
-    body = await request.read()
+    try:
+        body = await asyncio.wait_for(request.read(), service.config.server.read_timeout)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", "the request body did not arrive in time") from None
     records = decode_records(body, content_type, service.config.server.max_batch)
     try:
         seqs = await service.ingest(records)
@@ -277,7 +281,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         if request.path == f"{API_PREFIX}/events":
             request.app[SERVICE].counters.rejected[exc.code] += 1
-        return json_response(exc.body(), status=exc.status, headers=exc.headers)
+        response = json_response(exc.body(), status=exc.status, headers=exc.headers)
+        if exc.status == 408:
+            response.force_close()  # the rest of that body is never coming: drop the connection
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

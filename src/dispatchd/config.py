@@ -35,6 +35,9 @@ class ServerConfig(_Section):
     tls_cert: str | None = None
     tls_key: str | None = None
     shutdown_timeout: PositiveFloat = 8.0
+    max_connections: PositiveInt = 1024  # beyond it, new connections are closed at once
+    idle_timeout: PositiveFloat = 15.0  # a connection with no request in flight is closed
+    read_timeout: PositiveFloat = 30.0  # a request body must arrive within this
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerConfig:

@@ -148,8 +148,11 @@ class Service:
             tls = _tls_context(server.tls_cert, server.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise DispatchdError(f"cannot set up the HTTP server: {exc}") from None
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        # lingering_time: how long an unread request body is drained after an early answer.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0,
+                                     keepalive_timeout=server.idle_timeout, lingering_time=1.0)
         await self._runner.setup()
+        _cap_connections(self._runner.server, server.max_connections)
         site = web.TCPSite(self._runner, server.host, server.port, ssl_context=tls)
         try:
             await site.start()
@@ -330,6 +333,20 @@ class Service:
             for key in totals:
                 totals[key] += getattr(worker.stats, key)
         return totals
+
+
+def _cap_connections(server: web.Server | None, cap: int) -> None:
+    """Close connections beyond ``cap`` as soon as they are accepted."""
+    assert server is not None
+    accept = server.connection_made
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        accept(handler, transport)
+        if len(server.connections) > cap:
+            log.warning("connection limit %d reached: closing a new connection", cap)
+            transport.abort()
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
 
 
 def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
