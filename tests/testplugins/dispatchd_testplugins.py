@@ -61,5 +61,12 @@ class Slow(EventBackend):
             out.writelines(f"{event.id}\n" for event in events)
 
 
+class Hang(EventBackend):
+    """Never returns: only the per-call timeout gets the worker out."""
+
+    async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+        await asyncio.Event().wait()
+
+
 class NotABackend:
     pass
