@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 def message_table(exchange: str) -> str:
-    return f'\n[dispatchers.message]\nurl = "amqp://guest:guest@127.0.0.1:5672/"\nexchange = "{exchange}"\n'
+    url = "amqp://guest:guest@127.0.0.1:5672/"
+    return f'\n[dispatchers.message]\nurl = "{url}"\nexchange = "{exchange}"\n'
 
 
 def tune(daemon: Daemon, **dispatch: object) -> None:
