@@ -114,6 +114,14 @@ class Worker:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name=f"worker:{self.name}")
+        self._task.add_done_callback(self._exited)
+
+    def _exited(self, task: asyncio.Task[None]) -> None:
+        # A bug in the worker itself must be loud, not a silently dead dispatcher.
+        if not task.cancelled() and task.exception() is not None:
+            self.state = "failed"
+            self.stats.last_error = f"worker crashed: {task.exception()!r}"
+            log.error("dispatcher %s: worker crashed", self.name, exc_info=task.exception())
 
     async def drain(self, upto: int, timeout: float) -> bool:
         """Deliver up to seq ``upto``, then stop; ``False`` if ``timeout`` ran out first."""
