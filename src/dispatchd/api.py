@@ -125,13 +125,16 @@ async def post_events(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     if service.stopping:
         raise _unavailable("shutting_down", "dispatchd is shutting down", RETRY_AFTER_STOPPING)
-    content_type = request.content_type
+    try:
+        content_type, charset = request.content_type, request.charset
+    except Exception:  # the stdlib header parser raises IndexError and friends on some junk
+        raise ApiError(415, "unsupported_media_type", "the Content-Type header cannot be parsed",
+                       [{"field": "Content-Type", "message": "unparsable"}]) from None
     if content_type not in (JSON, NDJSON):
         raise ApiError(
             415, "unsupported_media_type",
             f"content type {content_type!r} is not accepted; use {JSON} or {NDJSON}",
         )
-    charset = request.charset
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise ApiError(415, "unsupported_media_type", f"charset {charset!r}; only utf-8 is accepted")
     wait = _wait_timeout(request)
@@ -139,6 +142,8 @@ async def post_events(request: web.Request) -> web.Response:
         body = await asyncio.wait_for(request.read(), service.config.server.read_timeout)
     except TimeoutError:
         raise ApiError(408, "request_timeout", "the request body did not arrive in time") from None
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
+        raise ApiError(400, "bad_body", f"the request body cannot be read: {exc}") from None
     records = decode_records(body, content_type, service.config.server.max_batch)
     try:
         seqs = await service.ingest(records)
@@ -159,6 +164,9 @@ def _wait_timeout(request: web.Request) -> float | None:
     """``?wait=delivered[&timeout=S]``: how long to wait for delivery, or ``None``."""
     wait = request.query.get("wait")
     if wait is None:
+        if "timeout" in request.query:
+            raise ApiError(422, "invalid_parameter", "timeout only applies with wait=delivered",
+                           [{"field": "timeout", "message": "given without wait"}])
         return None
     if wait != "delivered":
         raise ApiError(422, "invalid_parameter", "wait must be 'delivered'",
@@ -292,6 +300,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         error = ApiError(exc.status, code, exc.text or exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return json_response(error.body(), status=exc.status, headers=headers)
+    except Exception:  # a bug: logged with its traceback, answered in the one error shape
+        log.exception("unexpected error handling %s %s", request.method, request.path)
+        error = ApiError(500, "internal_error", "internal error; see the daemon's log")
+        return json_response(error.body(), status=500)
 
 
 def auth_middleware(tokens: tuple[str, ...], metrics_public: bool) -> Middleware:

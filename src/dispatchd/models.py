@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -94,11 +95,19 @@ def _canonical_uuid(value: object) -> object:
     return str(uuid.UUID(value)) if isinstance(value, str) else value
 
 
+def _has_utc(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp has no UTC equivalent (out of range)") from None
+    return value
+
+
 class Record(_Strict):
     """One action event, as Senlin's ``dump(level, action, **kwargs)`` call, written as data."""
 
     id: Annotated[str, BeforeValidator(_canonical_uuid)] = Field(default_factory=_new_id)
-    timestamp: AwareDatetime = Field(default_factory=_now)
+    timestamp: Annotated[AwareDatetime, AfterValidator(_has_utc)] = Field(default_factory=_now)
     level: Level
     phase: ShortStr | None = None
     reason: LongStr | None = None
