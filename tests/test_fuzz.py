@@ -344,7 +344,7 @@ def test_duplicate_keys(live, path, value, same, content_type):
 
 
 def _stdlib_parses(content_type: str | None) -> bool:
-    """False for the headers that crash the stdlib's MIME parser (test_unparsable_content_type)."""
+    """False for the headers that crash the stdlib's MIME parser (aiohttp uses it)."""
     parser = email.parser.HeaderParser(policy=email.policy.HTTP)
     try:
         parser.parsestr(f"Content-Type: {content_type}\n").get_content_type()
@@ -365,7 +365,7 @@ ANY_TYPES = st.none() | MEDIA | KNOWN_TYPES | st.builds("{}/{}; {}={}".format, M
 
 
 @FUZZ
-@given(content_type=ANY_TYPES.filter(_stdlib_parses))
+@given(content_type=ANY_TYPES)
 def test_random_content_types(live, content_type):
     answer = live.post(json.dumps(record()).encode(), content_type)
     mime = (content_type or "").split(";")[0].strip().lower()
@@ -393,7 +393,8 @@ def test_nan_infinity_and_huge_integers(live):
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_corrupt_content_encoding_is_a_4xx(live, encoding):
-    live.post(b"this is not " + encoding.encode(), JSON, {"Content-Encoding": encoding})
+    answer = live.post(b"this is not " + encoding.encode(), JSON, {"Content-Encoding": encoding})
+    assert answer["status"] == 400
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
@@ -403,20 +404,17 @@ def test_compressed_bodies_are_read(live, encoding):
     assert live.post(packed, JSON, {"Content-Encoding": encoding})["status"] == 202
 
 
-
 @pytest.mark.parametrize("timestamp", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
 def test_timestamps_without_a_utc_equivalent_are_422(live, timestamp):
     answer = live.post(json.dumps(record(timestamp=timestamp)).encode())
-    assert answer["status"] == 422
-
+    assert answer["status"] == 422 and answer["error"]["details"][0]["field"] == "timestamp"
 
 
 @pytest.mark.parametrize("content_type", ["a/b;0*", "application/json; x*", "text/plain; a=;b*"])
 def test_unparsable_content_type_is_415(live, content_type):
-    assert not _stdlib_parses(content_type)
+    assert not _stdlib_parses(content_type)  # really one of those that crash the parser
     answer = live.post(json.dumps(record()).encode(), content_type)
-    assert answer["status"] == 415
-
+    assert answer["status"] == 415 and answer["error"]["code"] == "unsupported_media_type"
 
 
 @pytest.mark.parametrize("query", ["timeout=nan", "timeout=-1", "timeout=soon"])
@@ -447,10 +445,6 @@ OPERATIONS = [
 ]
 
 
-def _not_timeout_without_wait(case: Case) -> bool:
-    return not (case.query and "timeout" in case.query and "wait" not in case.query)
-
-
 @pytest.fixture(scope="module")
 def api_schema(live: LiveDaemon) -> BaseSchema:
     return schemathesis.openapi.from_url(live.url + "/v1/openapi.json", timeout=10)
@@ -461,11 +455,8 @@ def api_schema(live: LiveDaemon) -> BaseSchema:
 def test_schemathesis(live, api_schema, path, method, mode):
     operation = api_schema[path][method]
 
-    # The daemon reads ``timeout`` only with ``wait=delivered`` (test_timeout_needs_wait).
-    cases = operation.as_strategy(generation_mode=mode).filter(_not_timeout_without_wait)
-
     @settings(FUZZ, max_examples=FUZZ.max_examples // 4)
-    @given(case=cases)
+    @given(case=operation.as_strategy(generation_mode=mode))
     def call(case: Case) -> None:
         case.call_and_validate(checks=CHECKS, timeout=30)
 
