@@ -125,25 +125,9 @@ async def post_events(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     if service.stopping:
         raise _unavailable("shutting_down", "dispatchd is shutting down", RETRY_AFTER_STOPPING)
-    try:
-        content_type, charset = request.content_type, request.charset
-    except Exception:  # the stdlib header parser raises IndexError and friends on some junk
-        raise ApiError(415, "unsupported_media_type", "the Content-Type header cannot be parsed",
-                       [{"field": "Content-Type", "message": "unparsable"}]) from None
-    if content_type not in (JSON, NDJSON):
-        raise ApiError(
-            415, "unsupported_media_type",
-            f"content type {content_type!r} is not accepted; use {JSON} or {NDJSON}",
-        )
-    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        raise ApiError(415, "unsupported_media_type", f"charset {charset!r}; only utf-8 is accepted")
+    content_type = _media_type(request)
     wait = _wait_timeout(request)
-    try:
-        body = await asyncio.wait_for(request.read(), service.config.server.read_timeout)
-    except TimeoutError:
-        raise ApiError(408, "request_timeout", "the request body did not arrive in time") from None
-    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
-        raise ApiError(400, "bad_body", f"the request body cannot be read: {exc}") from None
+    body = await _read_body(request, service.config.server.read_timeout)
     records = decode_records(body, content_type, service.config.server.max_batch)
     try:
         seqs = await service.ingest(records)
@@ -158,6 +142,32 @@ async def post_events(request: web.Request) -> web.Response:
     # 200: every dispatcher has them. 202: still accepted and durable, but not (all) delivered.
     done = all(d["status"] == "delivered" for d in answer["delivery"].values())
     return json_response(answer, status=200 if done else 202)
+
+
+def _media_type(request: web.Request) -> str:
+    """``application/json`` or ``application/x-ndjson`` in UTF-8, else 415."""
+    try:
+        content_type, charset = request.content_type, request.charset
+    except Exception:  # the stdlib header parser raises IndexError and friends on some junk
+        raise ApiError(415, "unsupported_media_type", "the Content-Type header cannot be parsed",
+                       [{"field": "Content-Type", "message": "unparsable"}]) from None
+    if content_type not in (JSON, NDJSON):
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"content type {content_type!r} is not accepted; use {JSON} or {NDJSON}",
+        )
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise ApiError(415, "unsupported_media_type", f"charset {charset!r}; only utf-8 is accepted")
+    return content_type
+
+
+async def _read_body(request: web.Request, timeout: float) -> bytes:
+    try:
+        return await asyncio.wait_for(request.read(), timeout)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", "the request body did not arrive in time") from None
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
+        raise ApiError(400, "bad_body", f"the request body cannot be read: {exc}") from None
 
 
 def _wait_timeout(request: web.Request) -> float | None:
