@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC
 from pathlib import Path
@@ -80,6 +81,29 @@ def row_of(record: Record) -> tuple[Any, ...]:
     )
 
 
+async def _open(path: Path) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.executescript(SQLITE_SCHEMA)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def _close_when_opened(opening: asyncio.Future[aiosqlite.Connection]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        _closing.add(asyncio.ensure_future(opening.result().close()))
+        for task in list(_closing):
+            if task.done():
+                _closing.discard(task)
+
+
+_closing: set[asyncio.Future[None]] = set()  # keeps late closes alive until they finish
+
+
 class DatabaseDispatcher(EventBackend):
     """Stores events in Senlin's ``event`` table; batches go in one transaction."""
 
@@ -94,15 +118,14 @@ class DatabaseDispatcher(EventBackend):
     async def start(self) -> None:
         path = self.settings.sqlite_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        opening = asyncio.ensure_future(_open(path))
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA busy_timeout=5000")
-            await db.executescript(SQLITE_SCHEMA)
-        except BaseException:
-            await db.close()
+            # Shielded: a start cut off by the worker's timeout must still close what it opened,
+            # or the connection's thread outlives the daemon and blocks its exit.
+            self._db = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_when_opened)
             raise
-        self._db = db
 
     async def close(self) -> None:
         if self._db is not None:
