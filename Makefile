@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= config/dispatchd.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint bench clean
 
 install: $(STAMP)
 
@@ -22,8 +22,19 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Not part of `make test`: several minutes of full load on both cores (see docs/performance.md).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk; } \
+		|| { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	cd bench && ../$(BIN)/python run.py $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests plugins
+	$(BIN)/ruff check src tests plugins bench
 	$(BIN)/mypy --strict src
 
 clean:

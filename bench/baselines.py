@@ -1,0 +1,189 @@
+"""The baselines dispatchd is measured against, each run as its own process by bench/run.py.
+
+    python bench/baselines.py bare   --port P              # (a) aiohttp answering 202, no parsing
+    python bench/baselines.py store  --db F --seconds S    # (b) aiosqlite batch inserts, prints JSON
+    python bench/baselines.py senlin --port P --db F       # (c) Senlin's per-event ORM insert+commit
+    python bench/baselines.py amqp   --url U --events N    # raw aio-pika publishing with confirms
+
+(b) and (c) write the ``event`` table of dispatchd's ``database`` dispatcher with its own pragmas
+(WAL, synchronous NORMAL, the spool's default), so they differ from dispatchd only in the pattern.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from aiohttp import web
+
+from dispatchd.dispatchers.database import SQLITE_SCHEMA, UPSERT, row_of
+from dispatchd.models import RECORD, Record
+
+ACCEPTED = b'{"accepted":1}'
+
+
+def sample(index: int = 0) -> dict[str, Any]:
+    """The record every benchmark sends: a node action with the usual fields filled in."""
+    return {
+        "level": "INFO", "phase": "end", "reason": "Node created successfully",
+        "extra": {"attempt": index % 7},
+        "action": {
+            "action": "NODE_CREATE", "id": "5f2b7c1e-1c4a-4f5b-9d7e-0e4f7a1d2c3b",
+            "name": "node_create_5f2b7c1e", "cause": "RPC Request", "status": "SUCCEEDED",
+            "user": "5e8b62a1c3f24f0cb1f0a6b8c1d7e9f0", "project": "3c1f0b2e9d8a4c7b",
+            "inputs": {"count": 1},
+            "entity": {"type": "NODE", "id": "a1b2c3d4-0000-4000-8000-000000000001",
+                       "name": "node-1", "cluster_id": "c0ffee00-0000-4000-8000-000000000002",
+                       "status": "ACTIVE"},
+        },
+    }
+
+
+# -- (a) the HTTP ceiling ---------------------------------------------------------------------
+
+
+async def _bare(request: web.Request) -> web.Response:
+    await request.read()  # the body must be consumed for keep-alive; it is not parsed
+    return web.Response(status=202, body=ACCEPTED, content_type="application/json")
+
+
+def serve_bare(port: int) -> None:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/events", _bare)
+    app.router.add_get("/readyz", lambda _: _ok())
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+async def _ok() -> web.Response:
+    return web.Response(text="ok")
+
+
+# -- (b) the store ceiling --------------------------------------------------------------------
+
+
+def _connect_pragmas(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+
+
+async def store_ceiling(path: Path, seconds: float, batch: int) -> dict[str, float]:
+    """Rows/s of 100-row upsert transactions into the ``event`` table through aiosqlite."""
+    template = [row_of(RECORD.validate_python(sample(i))) for i in range(batch)]
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.executescript(SQLITE_SCHEMA)
+        rows, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            # Fresh random ids as dispatchd gives: every row is an insert at a random place.
+            fresh = [(str(uuid.uuid4()), *row[1:]) for row in template]
+            await db.execute("BEGIN IMMEDIATE")
+            await db.executemany(UPSERT, fresh)
+            await db.execute("COMMIT")
+            rows += len(fresh)
+    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed}
+
+
+# -- (c) Senlin's pattern ---------------------------------------------------------------------
+
+
+def serve_senlin(port: int, path: Path) -> None:
+    """Per event: validate, one ORM object, one commit; in the request, as Senlin's engine did."""
+    from sqlalchemy import Column, Integer, String, Text, create_engine, event
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Event(Base):  # senlin.db.sqlalchemy.models.Event, on dispatchd's column types
+        __tablename__ = "event"
+        id = Column(String(36), primary_key=True)
+        timestamp = Column(Text)
+        oid = Column(String(36))
+        oname = Column(String(255))
+        otype = Column(String(36))
+        cluster_id = Column(String(36))
+        level = Column(Integer)
+        user = Column(String(32))
+        project = Column(String(32))
+        action = Column(String(36))
+        status = Column(String(255))
+        status_reason = Column(Text)
+        meta_data = Column(Text)
+
+    with sqlite3.connect(path) as raw:
+        raw.executescript(SQLITE_SCHEMA)
+    engine = create_engine(f"sqlite:///{path}")
+    event.listen(engine, "connect", lambda conn, _: _connect_pragmas(conn))
+    columns = [c.name for c in Event.__table__.columns]
+
+    async def post(request: web.Request) -> web.Response:
+        record: Record = RECORD.validate_json(await request.read())
+        with Session(engine) as session:  # senlin.db.sqlalchemy.api.event_create
+            session.add(Event(**dict(zip(columns, row_of(record), strict=True))))
+            session.commit()
+        return web.json_response({"accepted": 1, "ids": [record.id]}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/v1/events", post)
+    app.router.add_get("/readyz", lambda _: _ok())
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# -- raw AMQP publishing ----------------------------------------------------------------------
+
+
+async def amqp_ceiling(url: str, events: int, per_confirm: int) -> dict[str, float]:
+    """Messages/s of raw aio-pika persistent publishes, confirms gathered per ``per_confirm``."""
+    import aio_pika
+
+    from dispatchd.dispatchers.message import MessageDispatcher, MessageOptions
+
+    # The same messages the ``message`` dispatcher publishes, built before the clock starts.
+    builder = MessageDispatcher("bench", MessageOptions(url=url))
+    messages = [builder.message(RECORD.validate_python(sample(i))) for i in range(events)]
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange("dispatchd", "topic", durable=True)
+        started = time.perf_counter()
+        for i in range(0, events, per_confirm):
+            chunk = messages[i : i + per_confirm]
+            await asyncio.gather(*(exchange.publish(m, key) for key, m in chunk))
+        elapsed = time.perf_counter() - started
+    finally:
+        await connection.close()
+    return {"messages": events, "seconds": elapsed, "messages_per_s": events / elapsed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["bare", "store", "senlin", "amqp"])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--db", type=Path, default=Path("bench-events.db"))
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--events", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    if args.what == "bare":
+        serve_bare(args.port)
+    elif args.what == "senlin":
+        serve_senlin(args.port, args.db)
+    elif args.what == "store":
+        print(json.dumps(asyncio.run(store_ceiling(args.db, args.seconds, args.batch))))
+    else:
+        print(json.dumps(asyncio.run(amqp_ceiling(args.url, args.events, args.batch))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

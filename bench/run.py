@@ -1,0 +1,422 @@
+"""``make bench``: dispatchd against its raw ceilings, in one run, reported as ratios.
+
+    python bench/run.py [--seconds 10] [--reps 3] [--only a,b,c,d,e] [--out bench/results/latest.md]
+
+Servers run on core 0 and the load generator (wrk, or bench/loadgen.py for fixed-rate runs) on
+core 1. Every figure is the median of ``--reps`` runs; every target is a ratio between figures of
+this same run, because this machine is shared and its absolute speed drifts. See
+docs/performance.md for what each run means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from baselines import sample
+from common import (
+    DISPATCHD,
+    MB,
+    RESULTS,
+    ROOT,
+    free_port,
+    machine,
+    median,
+    memory,
+    percentile,
+    pinned,
+    wait_ready,
+)
+
+SERVER_CORE, LOAD_CORE = 0, 1
+PYTHON = sys.executable
+BATCH = 100
+CONNECTIONS = 16
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+BENCH_QUEUE = "dispatchd.bench"
+
+
+@dataclass
+class Figure:
+    """One line of the table: the medians of one run's repetitions."""
+
+    name: str
+    shape: str
+    events_per_s: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    lag_p99_ms: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    extra: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, key: str, value: float) -> None:
+        self.extra.setdefault(key, []).append(value)
+
+    def get(self, key: str) -> float:
+        return median(getattr(self, key) if hasattr(self, key) else self.extra.get(key, []))
+
+
+# -- load --------------------------------------------------------------------------------------
+
+
+def bodies(tmp: Path) -> dict[str, tuple[Path, int]]:
+    """The request bodies: one record, and an array of ``BATCH`` records."""
+    single, batch = tmp / "single.json", tmp / "batch.json"
+    single.write_text(json.dumps(sample()))
+    batch.write_text(json.dumps([sample(i) for i in range(BATCH)]))
+    return {"single": (single, 1), "batch": (batch, BATCH)}
+
+
+def wrk(url: str, body: Path, seconds: float) -> dict[str, Any]:
+    """Closed-loop maximum load: ``CONNECTIONS`` connections, one thread, on the load core."""
+    argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--timeout", "10s",
+            "-s", str(ROOT / "bench" / "wrk" / "post.lua"), url + "/v1/events", "--", str(body)]
+    out = subprocess.run(pinned(LOAD_CORE, argv), capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    errors = sum(result[k] for k in ("connect_errors", "read_errors", "write_errors",
+                                      "status_errors", "timeouts"))
+    if errors:
+        raise RuntimeError(f"wrk saw {errors} errors against {url}: {result}")
+    return result
+
+
+def fixed_rate(url: str, body: Path, rate: float, seconds: float) -> dict[str, Any]:
+    """Open-loop load at ``rate`` requests/s from bench/loadgen.py on the load core."""
+    argv = [PYTHON, str(ROOT / "bench" / "loadgen.py"), url + "/v1/events", str(body),
+            "--rate", f"{rate:.3f}", "--seconds", f"{seconds:g}",
+            "--connections", str(CONNECTIONS)]
+    out = subprocess.run(pinned(LOAD_CORE, argv), capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["errors"]:
+        raise RuntimeError(f"loadgen saw {result['errors']} failed requests: {result}")
+    return result
+
+
+def record_wrk(figure: Figure, result: dict[str, Any], per_request: int) -> float:
+    seconds = result["duration_us"] / 1e6
+    figure.events_per_s.append(result["requests"] * per_request / seconds)
+    figure.p50_ms.append(result["p50_us"] / 1e3)
+    figure.p99_ms.append(result["p99_us"] / 1e3)
+    return seconds
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def server(argv: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process on the server core; SIGTERM (then SIGKILL) when done."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(pinned(SERVER_CORE, argv), stdout=out, stderr=out)
+    try:
+        asyncio.run(wait_ready(url, proc))
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def dispatchd_config(tmp: Path, port: int, enabled: list[str]) -> Path:
+    """Defaults everywhere but the port and the paths: what ``make run`` gives.
+
+    The config has a directory of its own, as in the repository (config/ apart from var/): the
+    reload watcher sees every write in the config's directory.
+    """
+    config = tmp / "config" / "dispatchd.toml"
+    config.parent.mkdir()
+    config.write_text(f"""
+[server]
+port = {port}
+[spool]
+path = "{tmp}/spool.db"
+[dispatch]
+enabled = {json.dumps(enabled)}
+[dispatchers.database]
+url = "sqlite:///{tmp}/events.db"
+[dispatchers.message]
+url = "{AMQP_URL}"
+""")
+    return config
+
+
+@contextlib.contextmanager
+def dispatchd(enabled: list[str]) -> Iterator[tuple[str, Path, int]]:
+    """A fresh ``dispatchd serve`` on a temp dir: (url, data dir, pid)."""
+    with tempfile.TemporaryDirectory(prefix="dispatchd-bench-") as name:
+        tmp, port = Path(name), free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [str(DISPATCHD), "serve", "-c", str(dispatchd_config(tmp, port, enabled))]
+        with server(argv, url, tmp / "daemon.log") as proc:
+            yield url, tmp, proc.pid
+
+
+def status(url: str) -> dict[str, dict[str, Any]]:
+    async def get() -> dict[str, dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/v1/dispatchers") as resp:
+                body = await resp.json()
+        return {d["name"]: d for d in body["dispatchers"]}
+    return asyncio.run(get())
+
+
+def wait_drained(url: str, name: str, timeout: float = 120.0) -> float:
+    """Seconds until ``name``'s backlog is 0."""
+    started = time.monotonic()
+    while status(url)[name]["backlog"] > 0:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{name} still has a backlog after {timeout:g}s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+# -- the runs ----------------------------------------------------------------------------------
+
+
+def run_bare(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], args: Any) -> None:
+    for shape, (body, per) in load.items():
+        figure = figures.setdefault(f"a-{shape}", Figure("(a) bare aiohttp, 202 unparsed", shape))
+        for _ in range(args.reps):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "bare", "--port", str(port)]
+            with server(argv, url, args.tmp / "bare.log") as proc:
+                record_wrk(figure, wrk(url, body, args.seconds), per)
+                figure.rss_mb.append(memory(proc.pid)[1] / MB)
+
+
+def run_store(figures: dict[str, Figure], args: Any) -> None:
+    figure = figures.setdefault("b", Figure("(b) aiosqlite batch inserts", f"{BATCH} rows/commit"))
+    for rep in range(args.reps):
+        db = args.tmp / f"store-{rep}.db"
+        argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "store", "--db", str(db),
+                "--seconds", f"{args.seconds:g}", "--batch", str(BATCH)]
+        out = subprocess.run(pinned(SERVER_CORE, argv), capture_output=True, text=True, check=True)
+        figure.events_per_s.append(json.loads(out.stdout)["rows_per_s"])
+
+
+def run_senlin(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], args: Any) -> None:
+    figure = figures.setdefault("c", Figure("(c) Senlin: validate, ORM insert, commit", "single"))
+    body, per = load["single"]
+    for rep in range(args.reps):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "senlin", "--port", str(port),
+                "--db", str(args.tmp / f"senlin-{rep}.db")]
+        with server(argv, url, args.tmp / "senlin.log") as proc:
+            record_wrk(figure, wrk(url, body, args.seconds), per)
+            figure.rss_mb.append(memory(proc.pid)[1] / MB)
+
+
+def run_dispatchd(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], args: Any,
+                  key: str, enabled: list[str]) -> None:
+    """Maximum load per shape: ingest rate, request latency, and what each dispatcher kept up."""
+    label = {"d": "(d) dispatchd, database", "e": "(e) dispatchd, database + message"}[key]
+    for shape, (body, per) in load.items():
+        figure = figures.setdefault(f"{key}-{shape}", Figure(label, shape))
+        for _ in range(args.reps):
+            with dispatchd(enabled) as (url, _tmp, pid):
+                before = status(url)
+                seconds = record_wrk(figure, wrk(url, body, args.seconds), per)
+                after = status(url)
+                figure.rss_mb.append(memory(pid)[1] / MB)
+                for name in enabled:
+                    done = after[name]["delivered"] - before[name]["delivered"]
+                    figure.add(f"{name}_per_s", done / seconds)
+                    figure.add(f"{name}_backlog", after[name]["backlog"])
+                if "message" in enabled:
+                    figure.add("message_drain_per_s", drain_rate(url, "message"))
+                    purge_queue()
+
+
+def drain_rate(url: str, name: str) -> float:
+    """With ingest stopped, the rate at which ``name`` works off its backlog."""
+    before = status(url)[name]
+    if before["backlog"] < 1000:
+        return float("nan")  # it kept up: there is nothing left to measure
+    seconds = wait_drained(url, name)
+    after = status(url)[name]
+    return (after["delivered"] - before["delivered"]) / seconds
+
+
+def run_lag(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], args: Any) -> None:
+    """At half the measured maximum: request latency and accepted -> stored lag."""
+    for shape, (body, per) in load.items():
+        top = figures[f"d-{shape}"].get("database_per_s")
+        rate = min(top, figures[f"d-{shape}"].get("events_per_s")) / 2
+        figure = figures.setdefault(
+            f"d-{shape}-half", Figure("(d) dispatchd at half its maximum", f"{shape} @ {rate:,.0f}/s")
+        )
+        for _ in range(args.reps):
+            with dispatchd(["database"]) as (url, tmp, pid):
+                stamp_arrivals(tmp / "events.db")
+                result = fixed_rate(url, body, rate / per, args.seconds)
+                figure.events_per_s.append(result["ok"] * per / result["seconds"])
+                figure.p50_ms.append(result["p50_ms"])
+                figure.p99_ms.append(result["p99_ms"])
+                wait_drained(url, "database")
+                figure.lag_p99_ms.append(percentile(lags(tmp / "events.db"), 0.99) * 1e3)
+                figure.rss_mb.append(memory(pid)[1] / MB)
+
+
+def stamp_arrivals(db: Path) -> None:
+    """Record when each row reaches the sink table, in SQLite's own clock (ms resolution)."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        conn.executescript("""
+            CREATE TABLE IF NOT EXISTS arrival (id TEXT, at REAL);
+            CREATE TRIGGER IF NOT EXISTS stamp AFTER INSERT ON event
+            BEGIN INSERT INTO arrival VALUES (new.id, julianday('now')); END;
+        """)
+
+
+def lags(db: Path) -> list[float]:
+    """Seconds between each record's timestamp (set when accepted) and its arrival in the sink."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        rows = conn.execute("SELECT e.timestamp, a.at FROM event e JOIN arrival a USING (id)")
+        return [(at - 2440587.5) * 86400.0 - datetime.fromisoformat(ts).timestamp()
+                for ts, at in rows]
+
+
+def run_amqp(figures: dict[str, Figure], args: Any) -> None:
+    figure = figures.setdefault("amqp", Figure("raw aio-pika, confirms per 100", "single msgs"))
+    for _ in range(args.reps):
+        argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "amqp", "--events", "20000"]
+        out = subprocess.run(pinned(SERVER_CORE, argv), capture_output=True, text=True, check=True)
+        figure.events_per_s.append(json.loads(out.stdout)["messages_per_s"])
+        purge_queue()
+
+
+def bench_queue(action: Callable[[Any], Any]) -> None:
+    import aio_pika
+
+    async def go() -> None:
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange("dispatchd", "topic", durable=True)
+            queue = await channel.declare_queue(BENCH_QUEUE, durable=True)
+            await queue.bind(exchange, "#")
+            await action(queue)
+    asyncio.run(go())
+
+
+def purge_queue() -> None:
+    bench_queue(lambda queue: queue.purge())
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def table(figures: dict[str, Figure]) -> list[str]:
+    lines = ["| run | load | events/s | req p50 ms | req p99 ms | lag p99 ms | peak RSS MB | notes |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for figure in figures.values():
+        notes = ", ".join(f"{k.replace('_', ' ')} {median(v):,.0f}" for k, v in figure.extra.items())
+        lines.append(f"| {figure.name} | {figure.shape} | {_n(figure.get('events_per_s'))} | "
+                     f"{_f(figure.get('p50_ms'))} | {_f(figure.get('p99_ms'))} | "
+                     f"{_f(figure.get('lag_p99_ms'))} | {_f(figure.get('rss_mb'), 0)} | {notes} |")
+    return lines
+
+
+def ratios(figures: dict[str, Figure]) -> list[str]:
+    def get(key: str, what: str = "events_per_s") -> float:
+        return figures[key].get(what) if key in figures else float("nan")
+
+    rows = [
+        ("d/a single: requests/s against bare aiohttp", get("d-single") / get("a-single"), ">= 0.60"),
+        ("d/b batches: database delivered/s against the store ceiling",
+         get("d-batch", "database_per_s") / get("b"), ">= 0.50"),
+        ("d/c single: against Senlin's per-event pattern", get("d-single") / get("c"), ">= 10"),
+        ("d/c batches: against Senlin's per-event pattern", get("d-batch") / get("c"), ">= 10"),
+        ("e/d batches: ingest with message on", get("e-batch") / get("d-batch"), ">= 0.90"),
+        ("e/d batches: database delivered/s with message on",
+         get("e-batch", "database_per_s") / get("d-batch", "database_per_s"), ">= 0.90"),
+        ("message draining its backlog against raw aio-pika",
+         get("e-batch", "message_drain_per_s") / get("amqp"), ">= 0.80"),
+    ]
+    lines = ["| ratio | value | target |", "|---|---:|---|"]
+    lines += [f"| {name} | {value:.2f} | {target} |" for name, value, target in rows]
+    for key in ("d-single-half", "d-batch-half"):
+        if key in figures:
+            lines.append(f"| lag p99 at half maximum, {figures[key].shape} | "
+                         f"{figures[key].get('lag_p99_ms'):.1f} ms | <= 50 ms |")
+    return lines
+
+
+def _n(value: float) -> str:
+    return "" if value != value else f"{value:,.0f}"
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return "" if value != value else f"{value:,.{digits}f}"
+
+
+def report(figures: dict[str, Figure], args: Any) -> str:
+    raw = {key: {k: v for k, v in vars(f).items() if k not in ("name", "shape")}
+           for key, f in figures.items()}
+    return "\n".join([
+        "# bench/run.py", "",
+        f"{machine()}. Server on core {SERVER_CORE}, load on core {LOAD_CORE}; "
+        f"{args.reps} x {args.seconds:g} s per run, medians; wrk -t1 -c{CONNECTIONS}; "
+        f"batches of {BATCH} records.", "",
+        *table(figures), "", *ratios(figures), "",
+        "<details><summary>every repetition</summary>", "", "```json",
+        json.dumps(raw, indent=1), "```", "</details>", "",
+    ])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", default="a,b,c,d,e", help="comma-separated runs to do")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench needs wrk (Debian package 'wrk'): apt-get install wrk")
+    only = set(args.only.split(","))
+    figures: dict[str, Figure] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as name:
+        args.tmp = Path(name)
+        load = bodies(args.tmp)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("a", lambda: run_bare(figures, load, args)),
+            ("b", lambda: run_store(figures, args)),
+            ("c", lambda: run_senlin(figures, load, args)),
+            ("d", lambda: run_dispatchd(figures, load, args, "d", ["database"])),
+            ("d", lambda: run_lag(figures, load, args)),
+            ("e", lambda: run_amqp(figures, args)),
+            ("e", lambda: run_dispatchd(figures, load, args, "e", ["database", "message"])),
+        ]
+        for key, step in steps:
+            if key in only:
+                print(f"bench: {key} ...", file=sys.stderr, flush=True)
+                step()
+        if "e" in only:
+            bench_queue(lambda queue: queue.delete(if_unused=False, if_empty=False))
+    text = report(figures, args)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
