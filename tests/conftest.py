@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from dispatchd import sqlite
 
 TESTPLUGINS = Path(__file__).parent / "testplugins"
 if str(TESTPLUGINS) not in sys.path:
@@ -70,20 +77,33 @@ path = "{tmp}/slow.txt"
 """
 
 
-_EXIT: list[int] = []
+# -- no stray SQLite threads ------------------------------------------------------------------------
+# Each spool or database connection owns a thread (dispatchd.sqlite). One left open is a leak the
+# daemon would carry through every reload; name the test that left it rather than find it later.
+
+LEAK_GRACE = 2.0  # seconds for closes still in flight to let their threads end
 
 
-def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
-    _EXIT.append(int(exitstatus))
+def _sqlite_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate()
+            if t.is_alive() and t.name.startswith(sqlite.THREAD_PREFIX)}
 
 
-def pytest_unconfigure(config: Any) -> None:
-    # A stray aiosqlite connection thread (not daemonic) left by some test keeps the interpreter
-    # from exiting after a green run; until it is found, leave once pytest has reported.
-    if _EXIT:
-        import os
-        import sys
+def _still_running(threads: set[threading.Thread]) -> set[threading.Thread]:
+    deadline = time.monotonic() + LEAK_GRACE
+    while threads and time.monotonic() < deadline:
+        time.sleep(0.02)
+        threads = {t for t in threads if t.is_alive()}
+    return threads
 
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT[0])
+
+@pytest.fixture(autouse=True)
+def _no_stray_sqlite_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    before = _sqlite_threads()
+    yield
+    leaked = _still_running(_sqlite_threads() - before)
+    if leaked:
+        names = ", ".join(sorted(t.name for t in leaked))
+        pytest.fail(f"{request.node.nodeid} left {len(leaked)} SQLite connection(s) open "
+                    f"({names}); close every connection opened, on error and cancellation paths "
+                    "too", pytrace=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 
 import aiohttp
@@ -28,6 +29,10 @@ async def test_a_garbage_spool_is_moved_aside_and_the_daemon_starts_fresh(tmp_pa
             await eventually(lambda: [r["id"] for r in daemon.db_rows()] == body["ids"])
             async with session.get(daemon.url + "/metrics") as resp:
                 assert "dispatchd_spool_quarantined_total 1.0" in await resp.text()
+        # It still exits on SIGTERM: the connection that found the file unreadable was closed
+        # (left open, its non-daemon thread kept the process alive after "stopped").
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
     finally:
         daemon.kill()
     [moved] = list(tmp_path.glob("spool.db.corrupt-*"))
@@ -61,19 +66,19 @@ async def test_a_full_disk_answers_503_and_keeps_what_was_accepted(tmp_path):
         assert status == 202
         writer = service.spool._writer_db
         assert writer is not None
-        async with writer.execute("PRAGMA page_count") as cur:
-            (pages,) = await cur.fetchone()
-        await writer.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+        (pages,) = await writer.run(lambda db: db.execute("PRAGMA page_count").fetchone())
+        # The disk is now full.
+        await writer.run(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"))
         big = [record(reason="x" * 60000) for _ in range(10)]
         for _ in range(3):
             async with session.post(url + "/v1/events", json=big) as resp:
                 assert resp.status == 503 and resp.headers["Retry-After"]
                 assert (await resp.json())["error"]["code"] == "spool_unavailable"
-        await writer.execute("PRAGMA max_page_count = 1073741823")  # space is freed
+        await writer.run(lambda db: db.execute("PRAGMA max_page_count = 1073741823"))  # freed
         status, second = await post(session, url + "/v1/events", record())
         assert status == 202
-        rows = await service.spool.read(0, 100)
-        assert [json.loads(r.body)["id"] for r in rows] == first["ids"] + second["ids"]
+        bodies = await writer.run(lambda db: db.execute("SELECT body FROM spool").fetchall())
+        assert [json.loads(body)["id"] for (body,) in bodies] == first["ids"] + second["ids"]
 
 
 async def test_an_unwritable_database_fails_only_that_dispatcher(tmp_path):

@@ -18,9 +18,13 @@ class EventBackend:
     so that fields added later do not break you. Optional: an ``Options`` pydantic model for the
     ``[dispatchers.<name>]`` table, ``start()``, ``close()`` and ``dump_batch(events)`` as a fast path.
     Raising from any of them means "not delivered": the worker retries, then dead-letters.
+
+    Records (and the ``action`` and dicts in them) are shared with the other dispatchers: read
+    them, do not change them, or set ``mutates_records = True`` to get a private copy of each.
     """
 
     Options: ClassVar[type[BaseModel] | None] = None
+    mutates_records: ClassVar[bool] = False
 
     def __init__(self, name: str, options: BaseModel | None = None) -> None:
         self.name = name

@@ -261,7 +261,7 @@ class Service:
 
     async def ingest(self, records: Sequence[Record]) -> list[int]:
         """Commit validated records to the spool; returns once they are durable."""
-        seqs = await self.spool.append([(r.level, r.model_dump_json()) for r in records])
+        seqs = await self.spool.append([(r.level, r.model_dump_json()) for r in records], records)
         self.counters.accepted += len(seqs)
         return seqs
 

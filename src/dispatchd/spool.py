@@ -4,23 +4,29 @@ Every write (appends, cursor moves, dead letters) goes through one writer task t
 operations waiting, applies them in one transaction and then answers them all. Records get
 consecutive sequence numbers, so the backlog is ``head - floor`` without counting rows, and rows
 at or below every cursor are deleted in the same transaction that moves the last cursor past them.
+The last ``RECENT`` committed records stay in memory, decoded, so a worker that keeps up with
+ingest takes them from there instead of reading and decoding them again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import aiosqlite
+from typing import Any
 
 from .errors import SpoolFull, SpoolUnavailable
+from .sqlite import Connection
 
 log = logging.getLogger(__name__)
+
+RECENT = 2048  # committed records kept in memory for workers that keep up
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -52,12 +58,17 @@ CREATE TABLE IF NOT EXISTS meta (
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One spooled record: its sequence number, level, JSON body and (for replays) target."""
+    """One spooled record: its sequence number, level, JSON body and (for replays) target.
+
+    ``decoded`` is what ingest validated the body into, while the row is in memory; rows read
+    from disk have ``None`` there.
+    """
 
     seq: int
     level: int
     body: str
     target: str | None = None
+    decoded: Any = field(default=None, compare=False, repr=False)
 
     def is_for(self, dispatcher: str) -> bool:
         return self.target is None or self.target == dispatcher
@@ -79,7 +90,7 @@ class DeadLetter:
 class _Batch:
     """Operations taken together by the writer; applied in one transaction."""
 
-    appends: list[tuple[int, int, str, str | None]] = field(default_factory=list)
+    appends: list[Row] = field(default_factory=list)
     purges: list[tuple[str, int]] = field(default_factory=list)  # dead letters: name, up to rowid
     cursors: dict[str, int] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)
@@ -95,6 +106,7 @@ AT_HEAD = -1  # a cursor value meaning "the head as of this commit"
 @dataclass
 class _Op:
     rows: Sequence[tuple[int, str]] = ()
+    decoded: Sequence[Any] = ()  # parallel to rows, or empty
     target: str | None = None
     purge: tuple[str, int] | None = None
     cursor: tuple[str, int] | None = None
@@ -116,8 +128,9 @@ class Spool:
         self.floor = 0  # every seq <= floor is deleted
         self.cursors: dict[str, int] = {}
         self._queued = 0  # records appended but not yet committed
-        self._writer_db: aiosqlite.Connection | None = None
-        self._reader_db: aiosqlite.Connection | None = None
+        self._writer_db: Connection | None = None
+        self._reader_db: Connection | None = None
+        self._recent: deque[Row] = deque(maxlen=RECENT)
         self._ops: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._listeners: set[asyncio.Event] = set()
@@ -144,10 +157,10 @@ class Spool:
         self._writer = asyncio.create_task(self._write_loop(), name="spool-writer")
 
     async def _open_files(self) -> None:
-        self._writer_db = await self._connect()
-        await self._writer_db.executescript(SCHEMA)
-        await self._migrate()
-        self._reader_db = await self._connect()
+        self._recent.clear()
+        self._writer_db = await Connection.open(self.path, self.sync)
+        await self._writer_db.run(_prepare)
+        self._reader_db = await Connection.open(self.path, self.sync)
         await self._restore()
 
     def _quarantine(self) -> Path:
@@ -166,31 +179,11 @@ class Spool:
                 await db.close()
         self._reader_db = self._writer_db = None
 
-    async def _migrate(self) -> None:
-        assert self._writer_db is not None
-        async with self._writer_db.execute("PRAGMA table_info(spool)") as cur:
-            columns = {row[1] async for row in cur}
-        if "target" not in columns:  # spool files from 0.1.0 before replays existed
-            await self._writer_db.execute("ALTER TABLE spool ADD COLUMN target TEXT")
-
-    async def _connect(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute(f"PRAGMA synchronous={self.sync.upper()}")
-        await db.execute("PRAGMA busy_timeout=5000")
-        return db
-
     async def _restore(self) -> None:
         assert self._writer_db is not None
-        db = self._writer_db
-        async with db.execute("SELECT MIN(seq), MAX(seq) FROM spool") as cur:
-            low, high = await cur.fetchone() or (None, None)
-        async with db.execute("SELECT name, seq FROM cursor") as cur:
-            self.cursors = {name: seq async for name, seq in cur}
-        async with db.execute("SELECT value FROM meta WHERE key = 'head'") as cur:
-            meta = await cur.fetchone()
+        low, high, self.cursors, meta = await self._writer_db.run(_stored_state)
         # head survives compaction through meta; rows and cursors can only agree with it or lag.
-        self.head = max([meta[0] if meta else 0, high or 0, *self.cursors.values()])
+        self.head = max([meta or 0, high or 0, *self.cursors.values()])
         self.floor = (low - 1) if low is not None else self.head
 
     async def close(self) -> None:
@@ -218,14 +211,19 @@ class Spool:
     def room(self) -> int:
         return max(0, self.max_events - self.backlog)
 
-    async def append(self, records: Sequence[tuple[int, str]]) -> list[int]:
-        """Durably store ``(level, body)`` records; return their seqs once committed."""
+    async def append(
+        self, records: Sequence[tuple[int, str]], decoded: Sequence[Any] = ()
+    ) -> list[int]:
+        """Durably store ``(level, body)`` records; return their seqs once committed.
+
+        ``decoded``, if given, holds what each body decodes to, for workers that keep up.
+        """
         if self._writer is None:
             raise SpoolUnavailable("the spool is closed")
         if len(records) > self.room():
             raise SpoolFull(f"the spool holds {self.backlog} of {self.max_events} events")
         self._queued += len(records)
-        op = _Op(rows=records)
+        op = _Op(rows=records, decoded=decoded)
         try:
             await self._submit(op)
         finally:
@@ -235,6 +233,20 @@ class Spool:
     async def move_cursor(self, name: str, seq: int) -> None:
         """Record that ``name`` has everything up to ``seq``; commits before returning."""
         await self._submit(_Op(cursor=(name, seq)))
+
+    def move_cursor_soon(self, name: str, seq: int) -> asyncio.Future[None]:
+        """Queue a cursor move for the next commit without waiting for it; the future says when.
+
+        A crash before that commit only means those records are delivered again.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A failed commit is logged by the writer; nobody need look at this future's error.
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if self._writer is None:
+            done.set_exception(SpoolUnavailable("the spool is closed"))
+        else:
+            self._ops.put_nowait(_Op(cursor=(name, seq), done=done))
+        return done
 
     async def ensure_cursor(self, name: str) -> int:
         """The cursor of ``name``, created at the head (new events only) if it has none."""
@@ -262,24 +274,32 @@ class Spool:
 
     async def read(self, after: int, limit: int) -> list[Row]:
         """Committed records with ``seq > after``, oldest first."""
-        assert self._reader_db is not None
+        if after >= self.head:
+            return []
+        after = max(after, self.floor)  # rows at or below the floor are deleted
+        recent = self._recent
+        if recent and recent[0].seq <= after + 1:
+            start = after + 1 - recent[0].seq
+            return list(itertools.islice(recent, start, start + limit))
         sql = "SELECT seq, level, body, target FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
-        async with self._reader_db.execute(sql, (after, limit)) as cur:
-            return [Row(*row) async for row in cur]
+        return [Row(*row) for row in await self._query(sql, (after, limit))]
+
+    async def _query(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        assert self._reader_db is not None
+        return await self._reader_db.run(lambda db: db.execute(sql, args).fetchall())
 
     async def dead_letters(
         self, dispatcher: str | None = None, after: int = 0, limit: int = 1_000_000
     ) -> list[DeadLetter]:
         """Stored dead letters, oldest first; ``after`` is a ``DeadLetter.id`` to page from."""
-        assert self._reader_db is not None
         sql = "SELECT rowid, dispatcher, seq, body, error, attempts, failed_at FROM dead_letter"
         sql += " WHERE rowid > ?" + (" AND dispatcher = ?" if dispatcher is not None else "")
         args: tuple[object, ...] = (after, dispatcher) if dispatcher is not None else (after,)
-        async with self._reader_db.execute(sql + " ORDER BY rowid LIMIT ?", (*args, limit)) as cur:
-            return [
-                DeadLetter(d, Row(seq, 0, body), error, attempts, rowid, failed_at)
-                async for rowid, d, seq, body, error, attempts, failed_at in cur
-            ]
+        return [
+            DeadLetter(d, Row(seq, 0, body), error, attempts, rowid, failed_at)
+            for rowid, d, seq, body, error, attempts, failed_at
+            in await self._query(sql + " ORDER BY rowid LIMIT ?", (*args, limit))
+        ]
 
     async def replay(self, dispatcher: str, letters: list[DeadLetter], levels: list[int]) -> int:
         """Put ``letters`` back in the spool for ``dispatcher`` only, and out of the dead letters."""
@@ -300,17 +320,13 @@ class Spool:
 
     async def dead_lettered_between(self, first: int, last: int) -> dict[str, int]:
         """How many of the records with seqs ``first..last`` each dispatcher dead-lettered."""
-        assert self._reader_db is not None
         sql = ("SELECT dispatcher, COUNT(*) FROM dead_letter WHERE seq BETWEEN ? AND ?"
                " GROUP BY dispatcher")
-        async with self._reader_db.execute(sql, (first, last)) as cur:
-            return {name: count async for name, count in cur}
+        return dict(await self._query(sql, (first, last)))
 
     async def dead_letter_counts(self) -> dict[str, int]:
-        assert self._reader_db is not None
         sql = "SELECT dispatcher, COUNT(*) FROM dead_letter GROUP BY dispatcher"
-        async with self._reader_db.execute(sql) as cur:
-            return {name: count async for name, count in cur}
+        return dict(await self._query(sql, ()))
 
     def listen(self) -> asyncio.Event:
         """An event set after every commit that stored new records."""
@@ -349,9 +365,8 @@ class Spool:
         started = time.perf_counter()
         try:
             await self._apply(batch)
-        except Exception as exc:  # sqlite3 errors and aiosqlite's closed-connection errors alike
+        except Exception as exc:  # sqlite3 and OS errors alike: rolled back; the callers hear why
             log.error("spool commit of %d operations failed: %s", len(ops), exc)
-            await self._rollback()
             for op in ops:
                 _settle(op, SpoolUnavailable(f"spool commit failed: {exc}"))
             return
@@ -369,10 +384,11 @@ class Spool:
         batch = _Batch()
         seq = self.head
         for op in ops:
-            for level, body in op.rows:
+            decoded = op.decoded or itertools.repeat(None)
+            for (level, body), record in zip(op.rows, decoded, strict=False):
                 seq += 1
                 op.seqs.append(seq)
-                batch.appends.append((seq, level, body, op.target))
+                batch.appends.append(Row(seq, level, body, op.target, record))
             if op.purge is not None:
                 batch.purges.append(op.purge)
             if op.cursor is not None:
@@ -395,56 +411,66 @@ class Spool:
         return batch
 
     async def _apply(self, batch: _Batch) -> None:
-        db = self._writer_db
-        assert db is not None
-        await db.execute("BEGIN IMMEDIATE")
-        for name, after, upto, reason in batch.retired:
-            await db.execute(
-                "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
-                " SELECT ?, seq, body, ?, 0, ? FROM spool WHERE seq > ? AND seq <= ?",
-                (name, reason, time.time(), after, min(upto, self.head)),
-            )
-        if batch.appends:
-            await db.executemany(
-                "INSERT INTO spool (seq, level, body, target) VALUES (?, ?, ?, ?)", batch.appends
-            )
-            await db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (batch.head,)
-            )
-        if batch.purges:
-            await db.executemany(
-                "DELETE FROM dead_letter WHERE dispatcher = ? AND rowid <= ?", batch.purges
-            )
-        if batch.dead:
-            await db.executemany(
-                "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(d.dispatcher, d.row.seq, d.row.body, d.error, d.attempts, time.time())
-                 for d in batch.dead],
-            )
-        if batch.cursors:
-            await db.executemany(
-                "INSERT OR REPLACE INTO cursor (name, seq) VALUES (?, ?)", batch.cursors.items()
-            )
-        if batch.dropped:
-            await db.executemany("DELETE FROM cursor WHERE name = ?", [(n,) for n in batch.dropped])
-        if batch.floor > self.floor:
-            await db.execute("DELETE FROM spool WHERE seq <= ?", (batch.floor,))
-        await db.execute("COMMIT")
+        assert self._writer_db is not None
+        head, floor = self.head, self.floor
+        await self._writer_db.transaction(lambda db: _write(db, batch, head, floor, time.time()))
 
     def _after_commit(self, batch: _Batch) -> None:
         self.head = batch.head
         self.floor = batch.floor
+        self._recent.extend(batch.appends)
         self.cursors.update(batch.cursors)
         for name in batch.dropped:
             self.cursors.pop(name, None)
 
-    async def _rollback(self) -> None:
-        assert self._writer_db is not None
-        try:
-            await self._writer_db.execute("ROLLBACK")
-        except Exception as exc:  # no transaction open is fine; anything else is logged
-            log.debug("spool rollback: %s", exc)
+
+# -- what runs on the connections' threads ---------------------------------------------------------
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(spool)")}
+    if "target" not in columns:  # spool files from 0.1.0 before replays existed
+        db.execute("ALTER TABLE spool ADD COLUMN target TEXT")
+
+
+def _stored_state(db: sqlite3.Connection) -> tuple[int | None, int | None, dict[str, int], int | None]:
+    """Lowest and highest stored seq, the cursors, and the head recorded in meta."""
+    low, high = db.execute("SELECT MIN(seq), MAX(seq) FROM spool").fetchone()
+    cursors = dict(db.execute("SELECT name, seq FROM cursor").fetchall())
+    meta = db.execute("SELECT value FROM meta WHERE key = 'head'").fetchone()
+    return low, high, cursors, meta[0] if meta else None
+
+
+def _write(db: sqlite3.Connection, batch: _Batch, head: int, floor: int, now: float) -> None:
+    """Everything one group commit changes, from the spool's ``head`` and ``floor`` before it."""
+    for name, after, upto, reason in batch.retired:
+        db.execute(
+            "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
+            " SELECT ?, seq, body, ?, 0, ? FROM spool WHERE seq > ? AND seq <= ?",
+            (name, reason, now, after, min(upto, head)),
+        )
+    if batch.appends:
+        db.executemany(
+            "INSERT INTO spool (seq, level, body, target) VALUES (?, ?, ?, ?)",
+            [(r.seq, r.level, r.body, r.target) for r in batch.appends],
+        )
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (batch.head,))
+    if batch.purges:
+        db.executemany("DELETE FROM dead_letter WHERE dispatcher = ? AND rowid <= ?", batch.purges)
+    if batch.dead:
+        db.executemany(
+            "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(d.dispatcher, d.row.seq, d.row.body, d.error, d.attempts, now) for d in batch.dead],
+        )
+    if batch.cursors:
+        db.executemany("INSERT OR REPLACE INTO cursor (name, seq) VALUES (?, ?)",
+                       batch.cursors.items())
+    if batch.dropped:
+        db.executemany("DELETE FROM cursor WHERE name = ?", [(n,) for n in batch.dropped])
+    if batch.floor > floor:
+        db.execute("DELETE FROM spool WHERE seq <= ?", (batch.floor,))
 
 
 def _settle(op: _Op, error: Exception | None) -> None:

@@ -109,6 +109,7 @@ class Worker:
         self._started = False
         self._until: int | None = None  # draining: stop once the cursor reaches this seq
         self._moved = asyncio.Event()  # set (and replaced) each time the cursor advances
+        self._saving: asyncio.Future[None] | None = None  # the last cursor move not yet committed
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -176,6 +177,16 @@ class Worker:
             return
         self._advance(await self.spool.ensure_cursor(self.name))
         self._recovered()
+        try:
+            await self._loop(until_idle)
+        finally:
+            # Shielded: a cancellation at shutdown must not lose the record of what was delivered.
+            # A failed commit was logged by the spool; those records will come again.
+            if self._saving is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._saving)
+
+    async def _loop(self, until_idle: bool) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
             if self._until is not None and self.cursor >= self._until:
@@ -207,9 +218,10 @@ class Worker:
                 await self._deliver(wanted)
             self._done = rows[-1].seq
         finally:
-            # Shielded: a cancellation at shutdown must not lose the record of what was delivered.
+            # Not awaited: the next batch need not wait for this commit. A crash before it
+            # only means these records are delivered again (at least once, as promised).
             if self._done > self.cursor:
-                await asyncio.shield(self.spool.move_cursor(self.name, self._done))
+                self._saving = self.spool.move_cursor_soon(self.name, self._done)
                 self._advance(self._done)
 
     async def _decode(self, rows: list[Row]) -> list[tuple[Row, Record]]:
@@ -218,7 +230,7 @@ class Worker:
             if not row.is_for(self.name):
                 continue  # a replay of another dispatcher's dead letters
             try:
-                record = Record.model_validate_json(row.body)
+                record = self._record(row)
             except ValidationError as exc:
                 bad.append(DeadLetter(self.name, row, f"undecodable spool record: {exc}", 0))
                 continue
@@ -229,6 +241,13 @@ class Worker:
         if bad:
             await self._dead_letter(bad)
         return wanted
+
+    def _record(self, row: Row) -> Record:
+        """The row's record: the one ingest decoded if it is still in memory, unless the plugin
+        mutates records, in which case it gets its own."""
+        if isinstance(row.decoded, Record) and not self.backend.mutates_records:
+            return row.decoded
+        return Record.model_validate_json(row.body)
 
     async def _deliver(self, items: list[tuple[Row, Record]]) -> None:
         if self.backend.has_batch() and len(items) > 1:

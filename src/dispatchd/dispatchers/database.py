@@ -8,11 +8,11 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from ..backend import EventBackend
 from ..models import Action, Record
+from ..sqlite import Connection
 
 COLUMNS = (
     "id", "timestamp", "oid", "oname", "otype", "cluster_id", "level", "user", "project",
@@ -81,19 +81,17 @@ def row_of(record: Record) -> tuple[Any, ...]:
     )
 
 
-async def _open(path: Path) -> aiosqlite.Connection:
-    db = await aiosqlite.connect(path, isolation_level=None)
+async def _open(path: Path) -> Connection:
+    db = await Connection.open(path)
     try:
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA busy_timeout=5000")
-        await db.executescript(SQLITE_SCHEMA)
+        await db.run(lambda conn: conn.executescript(SQLITE_SCHEMA))
     except BaseException:
         await db.close()
         raise
     return db
 
 
-def _close_when_opened(opening: asyncio.Future[aiosqlite.Connection]) -> None:
+def _close_when_opened(opening: asyncio.Future[Connection]) -> None:
     if not opening.cancelled() and opening.exception() is None:
         _closing.add(asyncio.ensure_future(opening.result().close()))
         for task in list(_closing):
@@ -113,7 +111,7 @@ class DatabaseDispatcher(EventBackend):
         super().__init__(name, options)
         assert isinstance(options, DatabaseOptions)
         self.settings = options
-        self._db: aiosqlite.Connection | None = None
+        self._db: Connection | None = None
 
     async def start(self) -> None:
         path = self.settings.sqlite_path
@@ -140,10 +138,5 @@ class DatabaseDispatcher(EventBackend):
         db = self._db
         if db is None:
             raise RuntimeError("database dispatcher is not started")
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.executemany(UPSERT, [row_of(record) for record in events])
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+        rows = [row_of(record) for record in events]
+        await db.transaction(lambda conn: conn.executemany(UPSERT, rows))
