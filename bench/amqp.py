@@ -4,7 +4,8 @@
 
 (a) raw aio-pika: the same pre-built messages, publisher confirms gathered per 100;
 (b) the message dispatcher in-process: ``dump_batch`` of 100 records (builds the messages too);
-(c) the real daemon, ``message`` only: POST batches of 100, until a bound queue holds them all.
+(c) the real daemon, ``message`` only: POST batches of 100, until a bound queue holds them all;
+(d) as (b) with ``format = "batch"``: each ``dump_batch`` of 100 is one message of 100 records.
 Figures are medians of ``--rounds``; ratios are against (a) from the same run.
 """
 
@@ -21,6 +22,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -68,8 +70,8 @@ async def raw(records: list[Record], exchange: str) -> float:
     return len(records) / elapsed
 
 
-async def dispatcher(records: list[Record], exchange: str) -> float:
-    backend = MessageDispatcher("m", MessageOptions(url=URL, exchange=exchange))
+async def dispatcher(records: list[Record], exchange: str, **options: Any) -> float:
+    backend = MessageDispatcher("m", MessageOptions(url=URL, exchange=exchange, **options))
     await backend.start()
     started = time.perf_counter()
     for i in range(0, len(records), CHUNK):
@@ -77,6 +79,10 @@ async def dispatcher(records: list[Record], exchange: str) -> float:
     elapsed = time.perf_counter() - started
     await backend.close()
     return len(records) / elapsed
+
+
+async def batch(records: list[Record], exchange: str) -> float:
+    return await dispatcher(records, exchange, format="batch", batch_max=CHUNK)
 
 
 async def daemon(n: int, exchange: str) -> float:
@@ -150,9 +156,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     records = make_records(args.events)
-    figures: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    figures: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
     for round_ in range(1, args.rounds + 1):
-        for key, run in (("a", raw), ("b", dispatcher)):
+        for key, run in (("a", raw), ("b", dispatcher), ("d", batch)):
             exchange = f"bench-{uuid.uuid4().hex[:8]}"
             connection, queue = await sink(exchange)  # a bound queue, as in production
             figures[key].append(await run(records, exchange))
@@ -161,13 +167,18 @@ async def main() -> None:
         figures["c"].append(await daemon(args.events, f"bench-{uuid.uuid4().hex[:8]}"))
         print(f"round {round_}: " + ", ".join(f"{k}={v[-1]:,.0f}/s" for k, v in figures.items()),
               file=sys.stderr)
-    a, b, c = (statistics.median(figures[k]) for k in "abc")
+    a, b, c, d = (statistics.median(figures[k]) for k in "abcd")
     print(f"AMQP publishing with confirms, {args.events:,} events x {args.rounds} rounds (medians)\n")
     print("| path | events/s | ratio to raw |")
     print("|---|---:|---:|")
     print(f"| (a) raw aio-pika, confirms gathered per {CHUNK} | {a:,.0f} | 1.00 |")
     print(f"| (b) message dispatcher, dump_batch of {CHUNK} | {b:,.0f} | {b / a:.2f} |")
     print(f"| (c) dispatchd end to end (POST -> spool -> queue) | {c:,.0f} | {c / a:.2f} |")
+    print(f"| (d) message dispatcher, format = batch, dump_batch of {CHUNK} (one message) "
+          f"| {d:,.0f} | {d / a:.2f} |")
+    print("\nrounds: " + "; ".join(
+        f"{k} = " + " / ".join(f"{v:,.0f}" for v in figures[k]) for k in "abcd"
+    ))
 
 
 if __name__ == "__main__":

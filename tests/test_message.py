@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import tempfile
 import threading
@@ -15,7 +16,7 @@ import aio_pika
 import pytest
 from pydantic import ValidationError
 
-from dispatchd import Unavailable
+from dispatchd import Unavailable, config, registry
 from dispatchd.dispatchers import notifications
 from dispatchd.dispatchers.message import MessageDispatcher, MessageOptions
 from dispatchd.models import Record
@@ -55,6 +56,40 @@ def test_defaults_follow_the_format():
 def test_bad_options_are_rejected(bad):
     with pytest.raises(ValidationError):
         MessageOptions(**bad)
+
+
+def test_batch_defaults():
+    opts = MessageOptions(format="batch")
+    assert (opts.exchange, opts.routing_key) == ("dispatchd", "batch")
+    assert (opts.batch_max, opts.batch_max_bytes) == (100, 1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ('format = "batch"\nrouting_key = "{event_type}"',
+         r"routing_key: .*\['event_type'\] are per event.* takes a fixed routing_key"),
+        ('format = "batch"\nrouting_key = "batch.{priority}.{otype}"',
+         r"routing_key: .*\['otype', 'priority'\] are per event"),
+        ('format = "batch"\nbatch_max = 0', r"batch_max: Input should be greater than 0"),
+        ('format = "batch"\nbatch_max = "many"', r"batch_max: Input should be a valid integer"),
+        ('format = "batch"\nbatch_max_bytes = -1', r"batch_max_bytes: Input should be greater"),
+        ("batch_max = 50", r'batch_max: Value error, batch_max applies only to format = "batch"'),
+        ('format = "senlin"\nbatch_max_bytes = 4096', r"batch_max_bytes: .*only to format"),
+    ],
+)
+def test_bad_batch_combinations_fail_config_validation(table, error):
+    cfg = config.parse(f'[dispatch]\nenabled = ["message"]\n[dispatchers.message]\n{table}\n')
+    [problem] = registry.check(cfg)
+    assert problem.startswith("dispatchers.message.")
+    assert re.search(error, problem), problem
+
+
+def test_a_batch_routing_key_is_fixed_text():
+    opts = MessageOptions(format="batch", routing_key="events.{{all}}", batch_max=7)
+    assert MessageDispatcher("m", opts).messages([Record.model_validate(record())])[0][0] == (
+        "events.{all}"
+    )
 
 
 def test_password_never_shown():
@@ -102,6 +137,37 @@ def test_senlin_body_is_an_oslo_v2_envelope_of_versioned_objects():
     assert action["action"] == "NODE_OPERATION" and action["inputs"] == {"operation": "reboot"}
 
 
+def test_batch_messages_carry_the_json_formats_objects():
+    records = [Record.model_validate(record(level=level)) for level in ("INFO", "ERROR", "DEBUG")]
+    records[1] = records[1].model_copy(update={"timestamp": datetime(2020, 1, 1, tzinfo=UTC)})
+    [(key, message)] = make("x", format="batch").messages(records)
+    per_event = make("x")  # the json format, for comparison
+    assert json.loads(message.body) == [json.loads(per_event.message(r)[1].body) for r in records]
+    assert key == "batch" and message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert (message.content_type, message.content_encoding, message.type, message.app_id) == (
+        "application/json", "utf-8", "dispatchd.batch", "dispatchd"
+    )
+    assert message.message_id == f"{records[0].id}..{records[-1].id}"
+    assert message.timestamp == datetime(2020, 1, 1, tzinfo=UTC)  # the oldest record's
+    assert message.headers == {"count": 3, "level": 40, "priority": "ERROR"}  # the highest level
+
+
+def test_batches_are_cut_by_count_then_bytes_and_are_reproducible():
+    records = [Record.model_validate(record()) for _ in range(250)]
+    by_count = make("x", format="batch", batch_max=100).messages(records)
+    assert [m.headers["count"] for _, m in by_count] == [100, 100, 50]
+    again = make("x", format="batch", batch_max=100).messages(records)
+    assert [m.message_id for _, m in again] == [m.message_id for _, m in by_count]
+    one = len(make("x").message(records[0])[1].body)
+    by_bytes = make("x", format="batch", batch_max=100, batch_max_bytes=10 * one + 11).messages(
+        records[:25]
+    )
+    assert [m.headers["count"] for _, m in by_bytes] == [10, 10, 5]
+    assert all(len(m.body) <= 10 * one + 11 for _, m in by_bytes)
+    [(_, alone)] = make("x", format="batch", batch_max_bytes=1).messages(records[:1])
+    assert alone.headers["count"] == 1  # a record over the limit still goes, on its own
+
+
 # -- publishing to the real broker ------------------------------------------------------------
 
 
@@ -122,7 +188,32 @@ async def test_a_batch_is_published_persistent_and_confirmed():
     assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in got)
 
 
-async def test_a_nack_is_a_failure_that_spends_an_attempt():
+async def test_batch_format_publishes_ceil_n_over_batch_max_messages():
+    async with bound_queue() as bound:
+        dispatcher = make(bound.exchange, format="batch", batch_max=120)
+        await dispatcher.start()
+        try:
+            records = [Record.model_validate(record()) for _ in range(500)]
+            await dispatcher.dump_batch(records)
+            single = Record.model_validate(record())
+            await dispatcher.dump(single.level, single.action, **single.dump_kwargs())
+        finally:
+            await dispatcher.close()
+        got = await bound.drain(6)
+        assert await bound.drain(1, timeout=0.5) == []  # and nothing more
+    assert [m.headers["count"] for m in got] == [120, 120, 120, 120, 20, 1]
+    bodies = [json.loads(m.body) for m in got]
+    assert [event["id"] for body in bodies for event in body] == [r.id for r in [*records, single]]
+    assert [m.message_id for m in got] == [f"{b[0]['id']}..{b[-1]['id']}" for b in bodies]
+    assert {(m.routing_key, m.type, m.content_type) for m in got} == {
+        ("batch", "dispatchd.batch", "application/json")
+    }
+    assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in got)
+    assert bodies[-1][0]["event_type"] == "cluster.scale_out.end"
+
+
+@pytest.mark.parametrize(("options", "count"), [({}, 3), ({"format": "batch", "batch_max": 2}, 2)])
+async def test_a_nack_is_a_failure_that_spends_an_attempt(options, count):
     require_service("RabbitMQ", "127.0.0.1", 5672)
     name = f"dispatchd-test-{uuid.uuid4().hex[:8]}"
     connection = await aio_pika.connect(RABBIT_URL)
@@ -133,9 +224,9 @@ async def test_a_nack_is_a_failure_that_spends_an_attempt():
         "", exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
     )
     await queue.bind(exchange, "#")
-    dispatcher = make(name)
+    dispatcher = make(name, **options)
     try:
-        with pytest.raises(RuntimeError, match="nacked 3 of 3"):
+        with pytest.raises(RuntimeError, match=f"nacked {count} of {count} messages"):
             await dispatcher.dump_batch([Record.model_validate(record()) for _ in range(3)])
     finally:
         await dispatcher.close()
@@ -143,13 +234,14 @@ async def test_a_nack_is_a_failure_that_spends_an_attempt():
         await connection.close()
 
 
-async def test_broker_absent_at_start_then_back():
+@pytest.mark.parametrize("options", [{}, {"format": "batch"}])
+async def test_broker_absent_at_start_then_back(options):
     async with bound_queue() as bound:
         proxy = TcpProxy()
         await proxy.start()
         await proxy.cut()  # nothing listens on the broker's address yet
         dispatcher = MessageDispatcher("message", MessageOptions(
-            url=proxy.url, exchange=bound.exchange, connect_timeout=2))
+            url=proxy.url, exchange=bound.exchange, connect_timeout=2, **options))
         try:
             await dispatcher.start()  # not fatal
             with pytest.raises(Unavailable, match="cannot reach amqp://guest@localhost"):
@@ -157,25 +249,28 @@ async def test_broker_absent_at_start_then_back():
             await proxy.restore()
             r = Record.model_validate(record())
             await dispatcher.dump_batch([r])
-            assert [m.message_id for m in await bound.drain(1)] == [r.id]
+            want = dispatcher.message(r)[1].message_id
+            assert [m.message_id for m in await bound.drain(1)] == [want]
             await proxy.cut()  # the broker goes away after a connection was made
             with pytest.raises(Unavailable):
                 await dispatcher.dump_batch([Record.model_validate(record())])
             await proxy.restore()
             r = Record.model_validate(record())
             await dispatcher.dump_batch([r])
-            assert r.id in [m.message_id for m in await bound.drain(2, timeout=5)]
+            want = dispatcher.message(r)[1].message_id
+            assert want in [m.message_id for m in await bound.drain(2, timeout=5)]
         finally:
             await dispatcher.close()
             await proxy.close()
 
 
-async def test_confirms_that_do_not_come_mean_unavailable():
+@pytest.mark.parametrize("options", [{}, {"format": "batch", "batch_max": 2}])
+async def test_confirms_that_do_not_come_mean_unavailable(options):
     async with bound_queue() as bound:
         proxy = TcpProxy()
         await proxy.start()
         dispatcher = MessageDispatcher("message", MessageOptions(
-            url=proxy.url, exchange=bound.exchange, confirm_timeout=0.5))
+            url=proxy.url, exchange=bound.exchange, confirm_timeout=0.5, **options))
         try:
             await dispatcher.start()
             proxy.flowing.clear()  # the broker stalls: publishes go out, no confirm comes back
@@ -184,7 +279,8 @@ async def test_confirms_that_do_not_come_mean_unavailable():
             proxy.flowing.set()
             r = Record.model_validate(record())
             await dispatcher.dump_batch([r])  # reconnected: the retry goes through
-            assert r.id in {m.message_id for m in await bound.drain({r.id}, timeout=5)}
+            want = dispatcher.message(r)[1].message_id
+            assert want in {m.message_id for m in await bound.drain({want}, timeout=5)}
         finally:
             await dispatcher.close()
             await proxy.close()

@@ -74,3 +74,38 @@ async def _stream(session: aiohttp.ClientSession, url: str, accepted: list[str],
         assert status == 202, body
         accepted.extend(body["ids"])
         await asyncio.sleep(0.01)
+
+
+async def test_the_daemon_publishes_worker_batches_in_the_batch_format(tmp_path):
+    async with bound_queue() as bound:
+        daemon = Daemon(tmp_path, ["message"], extra=f"""
+[dispatchers.message]
+exchange = "{bound.exchange}"
+format = "batch"
+batch_max = 40
+""")
+        try:
+            await daemon.start()
+            accepted: list[str] = []
+            async with aiohttp.ClientSession() as session:
+                for _ in range(3):
+                    status, body = await post(session, daemon.url + "/v1/events",
+                                              [record() for _ in range(100)])
+                    assert status == 202, body
+                    accepted.extend(body["ids"])
+            got = await _drain_events(bound, len(accepted))
+        finally:
+            daemon.kill()
+    assert [event["id"] for _, events in got for event in events] == accepted
+    assert all(m.headers["count"] == len(events) <= 40 for m, events in got)
+    assert {m.routing_key for m, _ in got} == {"batch"}
+
+
+async def _drain_events(bound, n: int) -> list[tuple]:
+    """Batch messages with their decoded events, until ``n`` events have arrived."""
+    got: list[tuple] = []
+    deadline = time.monotonic() + 30
+    while sum(len(events) for _, events in got) < n and time.monotonic() < deadline:
+        for message in await bound.drain(1, timeout=1):
+            got.append((message, json.loads(message.body)))
+    return got

@@ -1,9 +1,11 @@
-"""The ``message`` dispatcher: publishes each event to a RabbitMQ topic exchange with confirms.
+"""The ``message`` dispatcher: publishes events to a RabbitMQ topic exchange with confirms.
 
-A batch is published at once and its confirms awaited together; it counts as delivered only when
-every confirm is in. While the broker cannot be reached, ``Unavailable`` tells the worker to back
-off and retry without spending attempts, so the backlog waits in the spool; every retry first
-reconnects, so a broker that was absent at start or went away is picked up when it returns.
+One message per event (formats ``json`` and ``senlin``), or, with ``batch``, one message per up to
+``batch_max`` events of a worker batch. A batch is published at once and its confirms awaited
+together; it counts as delivered only when every confirm is in. While the broker cannot be reached,
+``Unavailable`` tells the worker to back off and retry without spending attempts, so the backlog
+waits in the spool; every retry first reconnects, so a broker that was absent at start or went away
+is picked up when it returns.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ import logging
 import socket
 import ssl
 import string
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractExchange
 from aio_pika.exceptions import AMQPError, DeliveryError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from yarl import URL
 
 from ..backend import EventBackend
 from ..errors import Unavailable
-from ..models import Action, Record
+from ..models import Action, Record, level_name
 from . import notifications
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,10 @@ TEMPLATE_FIELDS = frozenset({"event_type", "priority", "otype"})
 DEFAULTS = {
     "json": ("dispatchd", "{event_type}"),
     "senlin": ("senlin", "versioned_notifications.{priority}"),
+    "batch": ("dispatchd", "batch"),
 }
+BATCH_TYPE = "dispatchd.batch"
+BATCH_ONLY = ("batch_max", "batch_max_bytes")
 
 
 class MessageOptions(BaseModel):
@@ -43,9 +49,12 @@ class MessageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    format: Literal["json", "senlin"] = "json"
-    exchange: str = ""  # default by format: "dispatchd" (json) or "senlin" (senlin)
-    routing_key: str = ""  # default by format: "{event_type}" or "versioned_notifications.{priority}"
+    format: Literal["json", "senlin", "batch"] = "json"
+    batch_max: int = Field(default=100, gt=0)  # records per message (format batch)
+    # The broker refuses messages over its max_message_size (16 MiB by default since RabbitMQ 4.0).
+    batch_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    exchange: str = ""  # default by format: "dispatchd" (json, batch) or "senlin" (senlin)
+    routing_key: str = ""  # default by format: see DEFAULTS
     durable: bool = True
     publisher_id: str = Field(default_factory=lambda: f"dispatchd:{socket.gethostname()}")
     connect_timeout: float = Field(default=10.0, gt=0)
@@ -63,9 +72,17 @@ class MessageOptions(BaseModel):
             raise ValueError("url must be amqp://user:password@host:port/vhost (or amqps://)")
         return url
 
+    @field_validator(*BATCH_ONLY)
+    @classmethod
+    def _batch_only(cls, value: int, info: ValidationInfo) -> int:
+        # Only set values get here; silently ignoring one would hide a forgotten format = "batch".
+        if info.data.get("format", "batch") != "batch":
+            raise ValueError(f'{info.field_name} applies only to format = "batch"')
+        return value
+
     @field_validator("routing_key")
     @classmethod
-    def _known_fields(cls, template: str) -> str:
+    def _known_fields(cls, template: str, info: ValidationInfo) -> str:
         try:
             used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
         except ValueError as exc:
@@ -74,6 +91,11 @@ class MessageOptions(BaseModel):
         if unknown:
             raise ValueError(
                 f"unknown routing_key field(s) {sorted(unknown)}; use {sorted(TEMPLATE_FIELDS)}"
+            )
+        if used and info.data.get("format") == "batch":
+            raise ValueError(
+                f"routing_key field(s) {sorted(used)} are per event, but a batch message mixes"
+                ' events: format = "batch" takes a fixed routing_key (default "batch")'
             )
         return template
 
@@ -128,7 +150,7 @@ class MessageDispatcher(EventBackend):
 
     async def dump_batch(self, events: list[Record]) -> None:
         exchange = await self._connect()
-        messages = [self.message(record) for record in events]
+        messages = self.messages(events)
         try:
             async with asyncio.timeout(self.settings.confirm_timeout):
                 results = await asyncio.gather(
@@ -142,8 +164,16 @@ class MessageDispatcher(EventBackend):
             ) from None
         await self._check(results)
 
+    def messages(self, events: list[Record]) -> list[tuple[str, aio_pika.Message]]:
+        """The routing keys and AMQP messages for a batch of records, in order."""
+        if self.settings.format == "batch":
+            return [self._batch_message(chunk) for chunk in self._chunks(events)]
+        return [self.message(record) for record in events]
+
     def message(self, record: Record) -> tuple[str, aio_pika.Message]:
-        """The routing key and the AMQP message for one record."""
+        """The routing key and the AMQP message for one record (a batch of one for ``batch``)."""
+        if self.settings.format == "batch":
+            return self._batch_message([(record, _json_body(record))])
         derived = record.derived()
         etype = notifications.event_type(record, derived)
         priority = notifications.priority(record)
@@ -164,6 +194,37 @@ class MessageDispatcher(EventBackend):
             type=etype,
             app_id="dispatchd",
             headers={"level": record.level, "priority": priority},
+        )
+
+    def _chunks(self, events: list[Record]) -> Iterator[list[tuple[Record, bytes]]]:
+        """Records with their JSON bodies, in order, cut at ``batch_max`` and ``batch_max_bytes``."""
+        limit, limit_bytes = self.settings.batch_max, self.settings.batch_max_bytes
+        chunk: list[tuple[Record, bytes]] = []
+        size = 1  # "[" and, per element, its bytes plus one "," or "]"
+        for record in events:
+            body = _json_body(record)
+            if chunk and (len(chunk) == limit or size + len(body) + 1 > limit_bytes):
+                yield chunk
+                chunk, size = [], 1
+            chunk.append((record, body))  # a record over the byte limit travels alone
+            size += len(body) + 1
+        if chunk:
+            yield chunk
+
+    def _batch_message(self, chunk: list[tuple[Record, bytes]]) -> tuple[str, aio_pika.Message]:
+        records = [record for record, _ in chunk]
+        top = max(record.level for record in records)
+        return self.settings.routing_key.format(), aio_pika.Message(
+            b"[" + b",".join(body for _, body in chunk) + b"]",
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            # The same records give the same id, so a consumer recognises a retried publish.
+            message_id=f"{records[0].id}..{records[-1].id}",
+            timestamp=min(record.timestamp for record in records),
+            type=BATCH_TYPE,
+            app_id="dispatchd",
+            headers={"count": len(records), "level": top, "priority": level_name(top)},
         )
 
     async def _check(self, results: list[Any]) -> None:
@@ -202,6 +263,12 @@ class MessageDispatcher(EventBackend):
         connection, self._connection, self._exchange = self._connection, None, None
         if connection is not None:
             await _quietly_close(connection)
+
+
+def _json_body(record: Record) -> bytes:
+    """The ``json`` format's body of one record."""
+    derived = record.derived()
+    return notifications.json_body(record, derived, notifications.event_type(record, derived))
 
 
 async def _quietly_close(connection: AbstractConnection) -> None:
