@@ -17,7 +17,6 @@ import json
 import sqlite3
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import aiosqlite
 from aiohttp import web
 
 from dispatchd.dispatchers.database import SQLITE_SCHEMA, UPSERT, row_of
-from dispatchd.models import RECORD, Record
+from dispatchd.models import RECORD, Record, new_id
 
 ACCEPTED = b'{"accepted":1}'
 
@@ -83,8 +82,8 @@ async def store_ceiling(path: Path, seconds: float, batch: int) -> dict[str, flo
         await db.executescript(SQLITE_SCHEMA)
         rows, started = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - started) < seconds:
-            # Fresh random ids as dispatchd gives: every row is an insert at a random place.
-            fresh = [(str(uuid.uuid4()), *row[1:]) for row in template]
+            # Fresh ids of the kind dispatchd gives records that come without one.
+            fresh = [(new_id(), *row[1:]) for row in template]
             await db.execute("BEGIN IMMEDIATE")
             await db.executemany(UPSERT, fresh)
             await db.execute("COMMIT")

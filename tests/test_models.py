@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -37,7 +38,7 @@ def test_level_names():
 def test_id_and_timestamp_are_generated_when_absent():
     before = datetime.now(UTC)
     r = Record.model_validate(record())
-    assert uuid.UUID(r.id).version == 4
+    assert uuid.UUID(r.id).version == 7
     assert before <= r.timestamp <= datetime.now(UTC)
 
 
@@ -122,3 +123,14 @@ def test_extra_becomes_meta_data():
 def test_dump_kwargs_are_senlins():
     r = Record.model_validate(record())
     assert set(r.dump_kwargs()) == {"timestamp", "phase", "reason", "extra", "id"}
+
+
+def test_generated_ids_are_time_ordered_uuid7():
+    first = Record.model_validate({"level": "INFO", "action": {"action": "NODE_CREATE"}})
+    time.sleep(0.002)
+    second = Record.model_validate({"level": "INFO", "action": {"action": "NODE_CREATE"}})
+    assert uuid.UUID(first.id).version == 7 and uuid.UUID(second.id).version == 7
+    # Later ids sort after earlier ones (by their millisecond prefix): stores append, not scatter.
+    assert first.id < second.id
+    assert len({Record.model_validate({"level": 20, "action": {"action": "X"}}).id
+                for _ in range(1000)}) == 1000

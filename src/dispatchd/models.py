@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -83,8 +85,14 @@ class Action(_Strict):
     entity: Entity | None = None
 
 
-def _new_id() -> str:
-    return str(uuid.uuid4())
+def new_id() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so stores index new ids at the end, not at random."""
+    if hasattr(uuid, "uuid7"):  # Python >= 3.14
+        return str(uuid.uuid7())
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # variant RFC 9562
+    return str(uuid.UUID(int=value))
 
 
 def _now() -> datetime:
@@ -106,7 +114,7 @@ def _has_utc(value: datetime) -> datetime:
 class Record(_Strict):
     """One action event, as Senlin's ``dump(level, action, **kwargs)`` call, written as data."""
 
-    id: Annotated[str, BeforeValidator(_canonical_uuid)] = Field(default_factory=_new_id)
+    id: Annotated[str, BeforeValidator(_canonical_uuid)] = Field(default_factory=new_id)
     timestamp: Annotated[AwareDatetime, AfterValidator(_has_utc)] = Field(default_factory=_now)
     level: Level
     phase: ShortStr | None = None
