@@ -35,6 +35,7 @@ def test_defaults_apply_to_an_empty_file():
         ("[dispatch]\nlevel = true", "dispatch.level"),
         ("[nonsense]\na = 1", "nonsense"),
         ("[server]\nport = 70000", "server.port"),
+        ("[server]\nevent_loop = 'trio'", "server.event_loop"),
     ],
 )
 def test_invalid_keys_are_named(text, key):

@@ -32,9 +32,13 @@ async def make_daemon(tmp_path: Path) -> AsyncIterator[type[Daemon]]:
         daemon.kill()
 
 
-async def test_events_reach_sqlite_and_the_jsonfile_plugin(make_daemon):
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_events_reach_sqlite_and_the_jsonfile_plugin(make_daemon, loop):
     daemon = make_daemon(["database", "jsonfile"])
+    text = daemon.config.read_text()
+    daemon.config.write_text(text.replace("[server]\n", f'[server]\nevent_loop = "{loop}"\n'))
     await daemon.start()
+    assert f"({loop} event loop)" in daemon.logs()
     async with aiohttp.ClientSession() as session:
         url = daemon.url + "/v1/events"
         status, one = await post(session, url, record(level="WARNING"))

@@ -5,6 +5,7 @@ import sqlite3
 
 import pytest
 
+from dispatchd import spool as spool_module
 from dispatchd.errors import SpoolFull, SpoolUnavailable
 from dispatchd.spool import DeadLetter, Row, Spool
 
@@ -186,3 +187,34 @@ async def test_a_spool_from_before_replays_is_migrated(tmp_path):
     await s.append(rows(1))
     assert [(r.seq, r.target) for r in await s.read(0, 10)] == [(2, None)]  # 1 compacted
     await s.close()
+
+
+async def test_recent_records_are_read_from_memory_older_ones_from_disk(spool, monkeypatch):
+    monkeypatch.setattr(spool_module, "RECENT", 4)
+    fresh = Spool(spool.path.with_name("recent.db"))
+    await fresh.open()
+    try:
+        await fresh.ensure_cursor("a")
+        await fresh.append([(20, f'{{"n": {i}}}') for i in range(6)], [f"decoded {i}" for i in range(6)])
+        # Only the last four are still in memory; what came before is read from the file.
+        assert [(r.seq, r.decoded) for r in await fresh.read(2, 10)] == [
+            (3, "decoded 2"), (4, "decoded 3"), (5, "decoded 4"), (6, "decoded 5")]
+        assert [(r.seq, r.decoded) for r in await fresh.read(0, 3)] == [
+            (1, None), (2, None), (3, None)]
+        assert [r.body for r in await fresh.read(4, 1)] == ['{"n": 4}']
+        assert await fresh.read(6, 10) == []
+    finally:
+        await fresh.close()
+
+
+async def test_a_cursor_move_soon_is_committed_with_the_next_group(spool, tmp_path):
+    await spool.ensure_cursor("a")
+    await spool.append([(20, "{}")] * 3)
+    done = spool.move_cursor_soon("a", 2)
+    assert not done.done()
+    await done
+    with sqlite3.connect(tmp_path / "spool.db") as db:
+        assert db.execute("SELECT seq FROM cursor WHERE name = 'a'").fetchone() == (2,)
+    await spool.close()
+    with pytest.raises(SpoolUnavailable):
+        await spool.move_cursor_soon("a", 3)

@@ -279,3 +279,32 @@ async def test_an_outage_spends_no_attempts(spool, batch):
     assert Outage.has_batch() is batch
     assert set(worker.backend.got) == {r.id for r in records}  # type: ignore[attr-defined]
     assert worker.stats.last_error == "unavailable: broker unreachable"
+
+
+class Keep(EventBackend):
+    def __init__(self, name: str, options: Any = None) -> None:
+        super().__init__(name, options)
+        self.got: list[Record] = []
+
+    async def dump_batch(self, events: list[Record]) -> None:
+        self.got.extend(events)
+
+
+class Mutating(Keep):
+    mutates_records = True
+
+
+async def test_workers_share_ingested_records_unless_the_plugin_mutates_them(spool):
+    records = [Record.model_validate(record()) for _ in range(3)]
+    keep, mutating = Keep("keep"), Mutating("mutating")
+    workers = [Worker("keep", keep, spool, FAST), Worker("mutating", mutating, spool, FAST)]
+    for worker in workers:
+        await spool.ensure_cursor(worker.name)
+    await spool.append([(r.level, r.model_dump_json()) for r in records], records)
+    for worker in workers:
+        await worker.run(until_idle=True)
+    # Read from memory, not decoded again: the very objects ingest validated.
+    assert all(got is sent for got, sent in zip(keep.got, records, strict=True))
+    # A plugin that changes records gets equal copies of its own.
+    assert mutating.got == records
+    assert not any(got is sent for got, sent in zip(mutating.got, records, strict=True))

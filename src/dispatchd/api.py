@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from . import metrics, openapi
 from .constants import API_PREFIX, JSON, NDJSON, RETRY_AFTER_FULL, RETRY_AFTER_STOPPING
@@ -29,11 +30,10 @@ MAX_WAIT = 300.0
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), default=str)
+    # pydantic-core's serializer: the 202 of every ingest is built here, several times faster
+    # than json.dumps; anything it cannot encode is written as its str(), as before.
+    body = to_json(data, fallback=str)
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 # -- body decoding --------------------------------------------------------------------------------
@@ -163,7 +163,10 @@ def _media_type(request: web.Request) -> str:
 
 async def _read_body(request: web.Request, timeout: float) -> bytes:
     try:
-        return await asyncio.wait_for(request.read(), timeout)
+        if request.content.is_eof():  # all of it is here already: no timer to arm and cancel
+            return await request.read()
+        async with asyncio.timeout(timeout):
+            return await request.read()
     except TimeoutError:
         raise ApiError(408, "request_timeout", "the request body did not arrive in time") from None
     except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode

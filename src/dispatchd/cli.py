@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__, config, control, registry, service
 from .errors import ConfigError, DispatchdError
@@ -90,11 +90,21 @@ def _serve(args: argparse.Namespace) -> int:
     for problem in registry.check(cfg):
         log.warning("config: %s", problem)
     try:
-        asyncio.run(service.run(cfg, args.config))
+        with asyncio.Runner(loop_factory=_loop_factory(cfg.server.event_loop)) as runner:
+            runner.run(service.run(cfg, args.config))
     except DispatchdError as exc:
         log.error("%s", exc)
         return 1
     return 0
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``server.event_loop``: ``None`` is asyncio's own loop."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 def _check_config(args: argparse.Namespace) -> int:

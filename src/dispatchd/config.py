@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .constants import CONFIG_ENV, DEFAULT_CONFIG_PATH
 from .errors import ConfigError
@@ -38,6 +46,14 @@ class ServerConfig(_Section):
     max_connections: PositiveInt = 1024  # beyond it, new connections are closed at once
     idle_timeout: PositiveFloat = 15.0  # a connection with no request in flight is closed
     read_timeout: PositiveFloat = 30.0  # a request body must arrive within this
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"  # uvloop: pip install dispatchd[uvloop]
+
+    @field_validator("event_loop")
+    @classmethod
+    def _loop_installed(cls, loop: str) -> str:
+        if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError("uvloop is not installed: pip install 'dispatchd[uvloop]'")
+        return loop
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerConfig:

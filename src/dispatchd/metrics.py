@@ -45,6 +45,8 @@ class ServiceCollector(Collector):
         yield _gauge("dispatchd_spool_capacity", "spool.max_events.", s.spool.max_events)
         yield _counter("dispatchd_spool_quarantined", "Unreadable spool files moved aside.",
                        len(s.spool.quarantined))
+        yield _counter("dispatchd_spool_commits", "Group commits (each may hold many requests).",
+                       s.spool.commits)
         yield _gauge("dispatchd_config_generation", "Successful config loads.", s.generation)
         yield from self._dispatchers()
 

@@ -160,7 +160,8 @@ class Service:
             raise DispatchdError(f"cannot listen on {server.host}:{server.port}: {exc}") from None
         sockets = self._runner.addresses
         self.port = sockets[0][1] if sockets else server.port
-        log.info("listening on %s://%s:%d", "https" if tls else "http", server.host, self.port)
+        log.info("listening on %s://%s:%d (%s event loop)", "https" if tls else "http",
+                 server.host, self.port, type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     # -- signals -------------------------------------------------------------------------------
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic_core import to_json
 
 from ..backend import EventBackend
 from ..models import Action, Record
@@ -73,11 +73,13 @@ class DatabaseOptions(BaseModel):
 def row_of(record: Record) -> tuple[Any, ...]:
     """The ``event`` row Senlin's database dispatcher would write for this record."""
     d = record.derived()
-    timestamp = record.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ts = record.timestamp
+    if ts.utcoffset():
+        ts = ts.astimezone(UTC)
     return (
-        record.id, timestamp, d.oid, d.oname, d.otype, d.cluster_id, record.level,
-        d.user, d.project, d.action, d.status, d.status_reason,
-        json.dumps(d.meta_data, separators=(",", ":")),
+        record.id, ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z",
+        d.oid, d.oname, d.otype, d.cluster_id, record.level, d.user, d.project, d.action,
+        d.status, d.status_reason, to_json(d.meta_data).decode() if d.meta_data else "{}",
     )
 
 
