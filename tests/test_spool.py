@@ -218,3 +218,15 @@ async def test_a_cursor_move_soon_is_committed_with_the_next_group(spool, tmp_pa
     await spool.close()
     with pytest.raises(SpoolUnavailable):
         await spool.move_cursor_soon("a", 3)
+
+
+async def test_lazy_cursor_moves_ride_along_with_the_next_append(spool):
+    await spool.ensure_cursor("a")
+    await spool.append([(20, "{}")] * 3)
+    commits = spool.commits
+    done = spool.move_cursor_soon("a", 2)
+    await asyncio.sleep(0)
+    assert spool.commits == commits  # no commit of its own ...
+    await spool.append([(20, "{}")])
+    assert spool.commits == commits + 1  # ... it went with the append's
+    assert done.done() and spool.cursors["a"] == 2

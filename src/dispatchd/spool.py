@@ -27,6 +27,7 @@ from .sqlite import Connection
 log = logging.getLogger(__name__)
 
 RECENT = 2048  # committed records kept in memory for workers that keep up
+LAZY_CURSORS = 0.1  # seconds a worker's cursor move may wait to ride along with an append
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -117,6 +118,9 @@ class _Op:
     done: asyncio.Future[None] | None = None
 
 
+_WAKE = _Op()  # queued by the lazy-cursor timer: commit what is pending even with no appends
+
+
 class Spool:
     """The on-disk buffer between ingest and the dispatch workers."""
 
@@ -134,6 +138,9 @@ class Spool:
         self._ops: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._listeners: set[asyncio.Event] = set()
+        self._lazy: dict[str, int] = {}  # cursor moves waiting for the next commit
+        self._lazy_waiters: list[asyncio.Future[None]] = []
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self.commits = 0
         self.quarantined: list[Path] = []  # unreadable spool files moved aside at open
 
@@ -235,17 +242,23 @@ class Spool:
         await self._submit(_Op(cursor=(name, seq)))
 
     def move_cursor_soon(self, name: str, seq: int) -> asyncio.Future[None]:
-        """Queue a cursor move for the next commit without waiting for it; the future says when.
+        """Move a cursor with the next commit, without waiting for it; the future says when.
 
+        The move does not cause a commit of its own unless no append comes within
+        ``LAZY_CURSORS`` seconds: under load, cursor moves ride along with the appends' commits.
         A crash before that commit only means those records are delivered again.
         """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         # A failed commit is logged by the writer; nobody need look at this future's error.
         done.add_done_callback(lambda f: f.cancelled() or f.exception())
         if self._writer is None:
             done.set_exception(SpoolUnavailable("the spool is closed"))
-        else:
-            self._ops.put_nowait(_Op(cursor=(name, seq), done=done))
+            return done
+        self._lazy[name] = seq
+        self._lazy_waiters.append(done)
+        if self._lazy_timer is None:
+            self._lazy_timer = loop.call_later(LAZY_CURSORS, self._ops.put_nowait, _WAKE)
         return done
 
     async def ensure_cursor(self, name: str) -> int:
@@ -352,13 +365,29 @@ class Spool:
             stopping = first is None
             if first is not None:
                 ops.append(first)
+                # One turn of the loop first: requests already read but not yet validated add
+                # their records to this commit instead of waiting for the next one.
+                await asyncio.sleep(0)
             while not self._ops.empty():
                 op = self._ops.get_nowait()
                 stopping = stopping or op is None
                 if op is not None:
                     ops.append(op)
+            ops = self._take_lazy() + [op for op in ops if op is not _WAKE]
             if ops:
                 await self._commit(ops)
+
+    def _take_lazy(self) -> list[_Op]:
+        """The pending lazy cursor moves as operations, the last one answering all waiters."""
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        if not self._lazy:
+            return []
+        ops = [_Op(cursor=item) for item in self._lazy.items()]
+        waiters, self._lazy, self._lazy_waiters = self._lazy_waiters, {}, []
+        ops[-1].done = _gather(waiters)
+        return ops
 
     async def _commit(self, ops: list[_Op]) -> None:
         batch = self._plan(ops)
@@ -471,6 +500,24 @@ def _write(db: sqlite3.Connection, batch: _Batch, head: int, floor: int, now: fl
         db.executemany("DELETE FROM cursor WHERE name = ?", [(n,) for n in batch.dropped])
     if batch.floor > floor:
         db.execute("DELETE FROM spool WHERE seq <= ?", (batch.floor,))
+
+
+def _gather(waiters: list[asyncio.Future[None]]) -> asyncio.Future[None]:
+    """One future that, when settled, settles every waiter the same way."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(_: asyncio.Future[None]) -> None:
+        error = done.exception() if not done.cancelled() else SpoolUnavailable("cancelled")
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+    done.add_done_callback(settle)
+    return done
 
 
 def _settle(op: _Op, error: Exception | None) -> None:
