@@ -26,7 +26,7 @@ from .sqlite import Connection
 
 log = logging.getLogger(__name__)
 
-RECENT = 2048  # committed records kept in memory for workers that keep up
+RECENT = 8192  # committed records kept in memory, decoded (~5 KB each), for workers that keep up
 LAZY_CURSORS = 0.1  # seconds a worker's cursor move may wait to ride along with an append
 
 SCHEMA = """
@@ -354,7 +354,7 @@ class Spool:
 
     async def _submit(self, op: _Op) -> None:
         op.done = asyncio.get_running_loop().create_future()
-        await self._ops.put(op)
+        self._ops.put_nowait(op)  # unbounded: appends are bounded by max_events before this
         await op.done
 
     async def _write_loop(self) -> None:
