@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+from common import free_port, wait_ready
 
 from dispatchd.dispatchers.message import MessageDispatcher, MessageOptions
 from dispatchd.models import Record
@@ -87,7 +87,7 @@ async def batch(records: list[Record], exchange: str) -> float:
 
 async def daemon(n: int, exchange: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+        port = free_port()
         config = Path(tmp) / "dispatchd.toml"
         config.write_text(f"""
 [server]
@@ -106,8 +106,8 @@ exchange = "{exchange}"
         try:
             connection, queue = await sink(exchange)
             base = f"http://127.0.0.1:{port}"
+            await wait_ready(base, proc)
             async with aiohttp.ClientSession() as session:
-                await _ready(session, base)
                 bodies = [[_body() for _ in range(CHUNK)] for _ in range(n // CHUNK)]
                 started = time.perf_counter()
                 for body in bodies:
@@ -129,25 +129,6 @@ async def _count(queue: aio_pika.abc.AbstractQueue, n: int) -> None:
             seen += 1
             if seen >= n:
                 return
-
-
-async def _ready(session: aiohttp.ClientSession, base: str) -> None:
-    for _ in range(200):
-        try:
-            async with session.get(base + "/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    raise TimeoutError("dispatchd did not become ready")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def main() -> None:

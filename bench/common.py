@@ -30,13 +30,15 @@ def free_port() -> int:
 
 
 async def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None,
-                     path: str = "/readyz", timeout: float = 30.0) -> None:
-    """Poll ``url + path`` until it answers 200; fail early if ``proc`` exits."""
+                     path: str = "/readyz", timeout: float = 30.0, log: Path | None = None) -> None:
+    """Poll ``url + path`` until it answers 200; fail early if ``proc`` exits (showing ``log``)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+                output = log.read_text() if log is not None and log.exists() else ""
+                raise RuntimeError(f"server exited with {proc.returncode} before it was ready\n"
+                                   + output)
             try:
                 async with session.get(url + path) as resp:
                     if resp.status == 200:

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from common import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTPLUGINS = ROOT / "tests" / "testplugins"
@@ -39,13 +39,6 @@ DISPATCHD = Path(sys.executable).parent / "dispatchd"
 RESULTS = ROOT / "bench" / "results" / "rss.md"
 BATCH = 1000
 MB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def config_text(tmp: Path, port: int, events: int, grace: float) -> str:
@@ -173,22 +166,6 @@ async def dispatchers(session: aiohttp.ClientSession, url: str) -> dict[str, dic
     return {d["name"]: d for d in body["dispatchers"]}
 
 
-async def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"dispatchd exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                async with session.get(url + "/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"dispatchd not ready after {timeout}s:\n{log.read_text()}")
-
-
 def file_size(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
@@ -214,7 +191,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list
             stdout=out, stderr=out, env=env,
         )
     try:
-        await wait_ready(proc, url, log, 30.0)
+        await wait_ready(url, proc, log=log)
         sampler = Sampler(proc.pid)
         figures["rss_start"] = sampler.sample()["VmRSS"]
         print(f"dispatchd pid {proc.pid} ready on {url}; RSS {figures['rss_start'] / MB:.1f} MB; "

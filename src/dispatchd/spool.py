@@ -26,7 +26,7 @@ from .sqlite import Connection
 
 log = logging.getLogger(__name__)
 
-RECENT = 8192  # committed records kept in memory, decoded (~5 KB each), for workers that keep up
+RECENT = 4096  # committed records kept in memory, decoded (~5 KB each), for workers that keep up
 LAZY_CURSORS = 0.1  # seconds a worker's cursor move may wait to ride along with an append
 
 SCHEMA = """
