@@ -320,8 +320,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def auth_middleware(tokens: tuple[str, ...], metrics_public: bool) -> Middleware:
-    """Bearer-token check on ``/v1`` routes (and ``/metrics`` unless public), in constant time;
-    no tokens means no auth. ``/healthz`` and ``/readyz`` are always open."""
+    """Bearer-token check on ``/v1`` routes (and ``/metrics`` unless public), in constant time.
+
+    ``/healthz`` and ``/readyz`` are always open. Installed only when there are tokens.
+    """
     encoded = [t.encode() for t in tokens]
 
     def guarded(path: str) -> bool:
@@ -329,7 +331,7 @@ def auth_middleware(tokens: tuple[str, ...], metrics_public: bool) -> Middleware
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if encoded and guarded(request.path):
+        if guarded(request.path):
             given = request.headers.get("Authorization", "")
             scheme, _, token = given.partition(" ")
             ok = scheme.lower() == "bearer" and _any_equal(token.strip().encode(), encoded)
@@ -350,10 +352,10 @@ def _any_equal(given: bytes, tokens: list[bytes]) -> bool:
 
 def make_app(service: Service) -> web.Application:
     server = service.config.server
-    app = web.Application(
-        client_max_size=server.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware(server.tokens(), server.metrics_public)],
-    )
+    middlewares = [error_middleware]
+    if tokens := server.tokens():  # tokens are read once, at start-up; each layer costs a call
+        middlewares.append(auth_middleware(tokens, server.metrics_public))
+    app = web.Application(client_max_size=server.max_body_bytes, middlewares=middlewares)
     app[SERVICE] = service
     app.router.add_post(f"{API_PREFIX}/events", post_events)
     app.router.add_get(f"{API_PREFIX}/dispatchers", get_dispatchers)

@@ -292,8 +292,9 @@ class Spool:
         after = max(after, self.floor)  # rows at or below the floor are deleted
         recent = self._recent
         if recent and recent[0].seq <= after + 1:
+            # Indexing, not islice: islice walks from the left end, and readers are near the right.
             start = after + 1 - recent[0].seq
-            return list(itertools.islice(recent, start, start + limit))
+            return [recent[i] for i in range(start, min(start + limit, len(recent)))]
         sql = "SELECT seq, level, body, target FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
         return [Row(*row) for row in await self._query(sql, (after, limit))]
 

@@ -317,13 +317,14 @@ class Worker:
         return failure
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if inspect.iscoroutinefunction(fn):
-            coro = fn(*args, **kwargs)
-        else:
-            coro = asyncio.to_thread(fn, *args, **kwargs)
-        result = await asyncio.wait_for(coro, self.policy.timeout)
-        if inspect.isawaitable(result):  # a lambda or classmethod handing back a coroutine
-            result = await asyncio.wait_for(result, self.policy.timeout)
+        # asyncio.timeout, not wait_for: the call runs in this task instead of a new one per batch.
+        async with asyncio.timeout(self.policy.timeout):
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args, **kwargs)
+            else:
+                result = await asyncio.to_thread(fn, *args, **kwargs)
+            if inspect.isawaitable(result):  # a lambda or classmethod handing back a coroutine
+                result = await result
         return result
 
     async def _pause(self, attempt: int) -> None:
