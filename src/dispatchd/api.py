@@ -352,7 +352,7 @@ def _any_equal(given: bytes, tokens: list[bytes]) -> bool:
 
 def make_app(service: Service) -> web.Application:
     server = service.config.server
-    middlewares = [error_middleware]
+    middlewares: list[Middleware] = [error_middleware]
     if tokens := server.tokens():  # tokens are read once, at start-up; each layer costs a call
         middlewares.append(auth_middleware(tokens, server.metrics_public))
     app = web.Application(client_max_size=server.max_body_bytes, middlewares=middlewares)
