@@ -5,6 +5,9 @@
     python bench/baselines.py senlin --port P --db F       # (c) Senlin's per-event ORM insert+commit
     python bench/baselines.py amqp   --url U --events N    # raw aio-pika publishing with confirms
 
+``--loop uvloop`` runs bare, senlin and amqp on uvloop, as dispatchd runs by default: a ratio
+compares the two on the same event loop.
+
 (b) and (c) write the ``event`` table of dispatchd's ``database`` dispatcher with its own pragmas
 (WAL, synchronous NORMAL, the spool's default), so they differ from dispatchd only in the pattern.
 """
@@ -54,11 +57,23 @@ async def _bare(request: web.Request) -> web.Response:
     return web.Response(status=202, body=ACCEPTED, content_type="application/json")
 
 
-def serve_bare(port: int) -> None:
+def new_loop(name: str) -> asyncio.AbstractEventLoop:
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def serve(app: web.Application, port: int, loop: str) -> None:
+    app.router.add_get("/readyz", lambda _: _ok())
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=new_loop(loop))
+
+
+def serve_bare(port: int, loop: str) -> None:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/events", _bare)
-    app.router.add_get("/readyz", lambda _: _ok())
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    serve(app, port, loop)
 
 
 async def _ok() -> web.Response:
@@ -94,7 +109,7 @@ async def store_ceiling(path: Path, seconds: float, batch: int) -> dict[str, flo
 # -- (c) Senlin's pattern ---------------------------------------------------------------------
 
 
-def serve_senlin(port: int, path: Path) -> None:
+def serve_senlin(port: int, path: Path, loop: str) -> None:
     """Per event: validate, one ORM object, one commit; in the request, as Senlin's engine did."""
     from sqlalchemy import Column, Integer, String, Text, create_engine, event
     from sqlalchemy.orm import DeclarativeBase, Session
@@ -133,8 +148,7 @@ def serve_senlin(port: int, path: Path) -> None:
 
     app = web.Application()
     app.router.add_post("/v1/events", post)
-    app.router.add_get("/readyz", lambda _: _ok())
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    serve(app, port, loop)
 
 
 # -- raw AMQP publishing ----------------------------------------------------------------------
@@ -172,15 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args(argv)
     if args.what == "bare":
-        serve_bare(args.port)
+        serve_bare(args.port, args.loop)
     elif args.what == "senlin":
-        serve_senlin(args.port, args.db)
+        serve_senlin(args.port, args.db, args.loop)
     elif args.what == "store":
         print(json.dumps(asyncio.run(store_ceiling(args.db, args.seconds, args.batch))))
     else:
-        print(json.dumps(asyncio.run(amqp_ceiling(args.url, args.events, args.batch))))
+        with asyncio.Runner(loop_factory=lambda: new_loop(args.loop)) as runner:
+            print(json.dumps(runner.run(amqp_ceiling(args.url, args.events, args.batch))))
     return 0
 
 

@@ -49,6 +49,7 @@ BATCH = 100
 CONNECTIONS = 16
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 BENCH_QUEUE = "dispatchd.bench"
+STAGES = ROOT / "bench" / "stages.py"
 
 
 @dataclass
@@ -160,12 +161,15 @@ url = "{AMQP_URL}"
 
 
 @contextlib.contextmanager
-def dispatchd(enabled: list[str], loop: str = "uvloop") -> Iterator[tuple[str, Path, int]]:
-    """A fresh ``dispatchd serve`` on a temp dir: (url, data dir, pid)."""
+def dispatchd(enabled: list[str], loop: str = "uvloop",
+              stage: str | None = None) -> Iterator[tuple[str, Path, int]]:
+    """A fresh ``dispatchd serve`` on a temp dir: (url, data dir, pid); with ``stage``, its
+    ingest cut short by bench/stages.py."""
     with tempfile.TemporaryDirectory(prefix="dispatchd-bench-") as name:
         tmp, port = Path(name), free_port()
         url = f"http://127.0.0.1:{port}"
-        argv = [str(DISPATCHD), "serve", "-c", str(dispatchd_config(tmp, port, enabled, loop))]
+        command = [str(DISPATCHD)] if stage is None else [PYTHON, str(STAGES), stage]
+        argv = [*command, "serve", "-c", str(dispatchd_config(tmp, port, enabled, loop))]
         with server(argv, url, tmp / "daemon.log") as proc:
             yield url, tmp, proc.pid
 
@@ -193,15 +197,19 @@ def wait_drained(url: str, name: str, timeout: float = 120.0) -> float:
 
 
 def run_bare(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], args: Any) -> None:
-    for shape, (body, per) in load.items():
-        figure = figures.setdefault(f"a-{shape}", Figure("(a) bare aiohttp, 202 unparsed", shape))
-        for _ in range(args.reps):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "bare", "--port", str(port)]
-            with server(argv, url, args.tmp / "bare.log") as proc:
-                record_wrk(figure, wrk(url, body, args.seconds), per)
-                figure.rss_mb.append(memory(proc.pid)[1] / MB)
+    """On uvloop, as dispatchd runs by default (both shapes); on asyncio for "d on asyncio"."""
+    for key, loop, shapes in (("a", "uvloop", ("single", "batch")), ("aa", "asyncio", ("single",))):
+        for shape in shapes:
+            body, per = load[shape]
+            figure = figures.setdefault(f"{key}-{shape}", Figure(BARE[key], shape))
+            for _ in range(args.reps):
+                port = free_port()
+                url = f"http://127.0.0.1:{port}"
+                argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "bare", "--port", str(port),
+                        "--loop", loop]
+                with server(argv, url, args.tmp / "bare.log") as proc:
+                    record_wrk(figure, wrk(url, body, args.seconds), per)
+                    figure.rss_mb.append(memory(proc.pid)[1] / MB)
 
 
 def run_store(figures: dict[str, Figure], args: Any) -> None:
@@ -221,12 +229,13 @@ def run_senlin(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], ar
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "senlin", "--port", str(port),
-                "--db", str(args.tmp / f"senlin-{rep}.db")]
+                "--db", str(args.tmp / f"senlin-{rep}.db"), "--loop", "uvloop"]
         with server(argv, url, args.tmp / "senlin.log") as proc:
             record_wrk(figure, wrk(url, body, args.seconds), per)
             figure.rss_mb.append(memory(proc.pid)[1] / MB)
 
 
+BARE = {"a": "(a) bare aiohttp, 202 unparsed", "aa": "(a) bare aiohttp, on asyncio"}
 LABELS = {
     "d": "(d) dispatchd, database", "da": "(d) dispatchd, database, on asyncio",
     "e": "(e) dispatchd, database + message",
@@ -254,6 +263,25 @@ def run_dispatchd(figures: dict[str, Figure], load: dict[str, tuple[Path, int]],
                 if "message" in enabled:
                     figure.add("message_drain_per_s", drain_rate(url, "message"))
                     purge_queue()
+                figure.rss_mb.append(memory(pid)[1] / MB)
+
+
+STAGE_LABELS = {
+    "read": "(s) dispatchd's app: read the body, answer",
+    "validate": "(s) ... + validate and serialise",
+    "spool": "(s) ... + commit to the spool (no dispatchers)",
+}
+
+
+def run_stages(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], args: Any) -> None:
+    """Single records through ever more of dispatchd: where the requests/s of (d) go."""
+    body, per = load["single"]
+    for stage, label in STAGE_LABELS.items():
+        figure = figures.setdefault(f"s-{stage}", Figure(label, "single"))
+        for _ in range(args.reps):
+            patch = None if stage == "spool" else stage
+            with dispatchd([], stage=patch) as (url, _tmp, pid):
+                record_wrk(figure, wrk(url, body, args.seconds), per)
                 figure.rss_mb.append(memory(pid)[1] / MB)
 
 
@@ -361,7 +389,8 @@ def lags(db: Path) -> list[float]:
 def run_amqp(figures: dict[str, Figure], args: Any) -> None:
     figure = figures.setdefault("amqp", Figure("raw aio-pika, confirms per 100", "single msgs"))
     for _ in range(args.reps):
-        argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "amqp", "--events", "20000"]
+        argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "amqp", "--events", "20000",
+                "--loop", "uvloop"]
         out = subprocess.run(pinned(SERVER_CORE, argv), capture_output=True, text=True, check=True)
         figure.events_per_s.append(json.loads(out.stdout)["messages_per_s"])
         purge_queue()
@@ -405,7 +434,10 @@ def ratios(figures: dict[str, Figure]) -> list[str]:
 
     rows = [
         ("d/a single: requests/s against bare aiohttp", get("d-single") / get("a-single"), ">= 0.60"),
-        ("d/a single, on asyncio", get("da-single") / get("a-single"), ">= 0.60"),
+        ("d/a single, both on asyncio", get("da-single") / get("aa-single"), ">= 0.60"),
+        *((f"{figures[f's-{stage}'].name} against bare aiohttp",
+           get(f"s-{stage}") / get("a-single"), "") for stage in STAGE_LABELS
+          if f"s-{stage}" in figures),
         ("d/b batches: sustained end to end against the store ceiling",
          get("d-batch-sustained") / get("b"), ">= 0.50"),
         ("d/b batches, on asyncio", get("da-batch-sustained") / get("b"), ">= 0.50"),
@@ -453,8 +485,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--only", default="a,b,c,d,u,e",
-                        help="runs: a,b,c,d,e as in docs/performance.md; u: d on asyncio")
+    parser.add_argument("--only", default="a,b,c,s,d,u,e",
+                        help="runs: a,b,c,d,e as in docs/performance.md; u: d on asyncio; "
+                             "s: the stages of a single-record POST")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -468,6 +501,7 @@ def main() -> int:
             ("a", lambda: run_bare(figures, load, args)),
             ("b", lambda: run_store(figures, args)),
             ("c", lambda: run_senlin(figures, load, args)),
+            ("s", lambda: run_stages(figures, load, args)),
             ("d", lambda: run_dispatchd(figures, load, args, "d", ["database"])),
             ("d", lambda: run_sustained(figures, load, args)),
             ("d", lambda: run_lag(figures, load, args)),

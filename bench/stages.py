@@ -1,0 +1,42 @@
+"""``dispatchd serve`` with its ingest handler cut short, to show what each stage of a POST costs.
+
+    python bench/stages.py read     serve -c CONFIG   # dispatchd's app: read the body, answer 202
+    python bench/stages.py validate serve -c CONFIG   # ... and validate, serialise, answer the ids
+
+Everything else (middlewares, routes, loop, GC settings, start-up) is the real daemon's. The next
+stages need no patch: the real daemon with no dispatchers enabled (+ the spool's commit), then
+the default config (+ the database dispatcher). bench/run.py runs all four as rows (s).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import web
+
+from dispatchd import api, cli
+
+ANSWER = b'{"accepted":1,"ids":["0193a0b2-0000-7000-8000-000000000000"]}'
+
+
+async def read_only(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(body=ANSWER, status=202, content_type="application/json")
+
+
+async def validate_only(request: web.Request) -> web.Response:
+    """``api.post_events`` up to, not including, ``service.ingest``."""
+    content_type = api._media_type(request)
+    api._wait_timeout(request)
+    body = await api._read_body(request, 10.0)
+    records = api.decode_records(body, content_type, request.app[api.SERVICE].config.server.max_batch)
+    for record in records:
+        record.model_dump_json()  # what ingest hands the spool
+    return api.json_response({"accepted": len(records), "ids": [r.id for r in records]}, status=202)
+
+
+STAGES = {"read": read_only, "validate": validate_only}
+
+if __name__ == "__main__":
+    api.post_events = STAGES[sys.argv[1]]  # make_app looks the handler up when the daemon starts
+    sys.exit(cli.main(sys.argv[2:]))
