@@ -44,6 +44,17 @@ def test_invalid_keys_are_named(text, key):
     assert any(p.startswith(key + ":") for p in info.value.problems), info.value.problems
 
 
+def test_event_loop_defaults_to_asyncio_and_uvloop_needs_its_extra(monkeypatch):
+    assert config.parse("", "x.toml").server.event_loop == "asyncio"
+    assert config.parse("[server]\nevent_loop = 'uvloop'", "x.toml").server.event_loop == "uvloop"
+    real = config.importlib.util.find_spec
+    monkeypatch.setattr(config.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "uvloop" else real(name, *a))
+    with pytest.raises(ConfigError) as info:
+        config.parse("[server]\nevent_loop = 'uvloop'", "x.toml")
+    assert "dispatchd[uvloop]" in info.value.problems[0], info.value.problems
+
+
 def test_bad_toml_is_reported():
     with pytest.raises(ConfigError) as info:
         config.parse("[server\n", "x.toml")

@@ -117,6 +117,16 @@ def test_message_properties_and_json_body():
     assert body["id"] == r.id and body["action"]["entity"]["name"] == "web"
     assert body["derived"]["cluster_id"] == "c-1" and body["derived"]["meta_data"] == {"count": 2}
     assert (body["event_type"], body["priority"]) == ("cluster.scale_out.end", "ERROR")
+    assert body["timestamp"] == "2026-11-28T06:00:00Z"
+
+
+def test_json_body_is_the_record_as_posted_in_utf8():
+    r = Record.model_validate(record(reason="scaled out ☕ café", extra={"nested": [1, None]}))
+    _, message = make("x").message(r)
+    assert "café".encode() in message.body  # UTF-8 as declared, not \u escapes
+    body = json.loads(message.body)
+    assert {k: body[k] for k in ("id", "level", "phase", "reason", "extra", "action")} == \
+        json.loads(r.model_dump_json(exclude={"timestamp"}))
 
 
 def test_senlin_body_is_an_oslo_v2_envelope_of_versioned_objects():

@@ -46,14 +46,17 @@ class ServerConfig(_Section):
     max_connections: PositiveInt = 1024  # beyond it, new connections are closed at once
     idle_timeout: PositiveFloat = 15.0  # a connection with no request in flight is closed
     read_timeout: PositiveFloat = 30.0  # a request body must arrive within this
-    # uvloop by measurement (docs/performance.md): more requests/s and a lower p99 here.
-    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
+    # asyncio by measurement (docs/performance.md): as many single-record requests/s as uvloop,
+    # and under batch overload its workers keep up where uvloop's fall behind.
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
 
     @field_validator("event_loop")
     @classmethod
     def _loop_installed(cls, loop: str) -> str:
         if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-            raise ValueError("uvloop is not installed (pip install uvloop), or use \"asyncio\"")
+            raise ValueError(
+                "uvloop is not installed (pip install 'dispatchd[uvloop]'), or use \"asyncio\""
+            )
         return loop
 
     @model_validator(mode="after")

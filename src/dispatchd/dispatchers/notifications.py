@@ -11,6 +11,8 @@ import json
 from datetime import UTC
 from typing import Any
 
+from pydantic_core import to_json
+
 from ..models import Derived, Record, level_name
 
 OSLO_VERSION = "2.0"
@@ -43,16 +45,12 @@ def priority(record: Record) -> str:
 
 def json_body(record: Record, derived: Derived, etype: str) -> bytes:
     """The record as received (with its id) plus its derived fields, event type and priority."""
-    body: dict[str, Any] = record.model_dump(mode="json")
+    # Python-mode dump and pydantic-core's encoder: half the time of a JSON-mode dump and json.dumps.
+    body: dict[str, Any] = record.model_dump()
     body["event_type"] = etype
     body["priority"] = priority(record)
-    body["derived"] = {
-        "oid": derived.oid, "oname": derived.oname, "otype": derived.otype,
-        "cluster_id": derived.cluster_id, "action": derived.action, "status": derived.status,
-        "status_reason": derived.status_reason, "meta_data": derived.meta_data,
-        "user": derived.user, "project": derived.project,
-    }
-    return _dumps(body)
+    body["derived"] = derived._asdict()
+    return to_json(body)
 
 
 def senlin_body(record: Record, derived: Derived, etype: str, publisher_id: str) -> bytes:
