@@ -2,7 +2,7 @@
 #
 # Nothing is fetched during the build: dispatchd, its plugins and all their dependencies are installed
 # offline from wheels built beforehand on the host (their CPython version must match the base's):
-#     pip wheel --wheel-dir dist/wheels . plugins/*/
+#     pip wheel --wheel-dir dist/wheels '.[uvloop]' plugins/*/
 #     docker build -t dispatchd .                         # official python:3.12-slim base
 #     podman build --format docker --build-arg BASE=localhost/py-base:bookworm -t dispatchd .
 #
@@ -38,7 +38,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN --mount=type=bind,source=dist/wheels,target=/tmp/wheels \
     python3 -m venv /opt/dispatchd \
-    && /opt/dispatchd/bin/pip install --no-index --find-links /tmp/wheels dispatchd $PLUGINS
+    && /opt/dispatchd/bin/pip install --no-index --find-links /tmp/wheels "dispatchd[uvloop]" $PLUGINS
 
 COPY config/dispatchd.toml /etc/dispatchd/dispatchd.toml
 

@@ -52,6 +52,7 @@ CONNECTIONS = 16
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 BENCH_QUEUE = "dispatchd.bench"
 STAGES = ROOT / "bench" / "stages.py"
+RAW_MESSAGES = 20_000  # published by raw aio-pika, and drained by the message dispatcher
 # dispatchd runs on its default event loop, and the baselines it is divided by run on the same one;
 # "u" measures dispatchd (and bare aiohttp) on the other loop.
 LOOP = ServerConfig().event_loop
@@ -267,9 +268,13 @@ def run_dispatchd(figures: dict[str, Figure], load: dict[str, tuple[Path, int]],
                 drained = wait_drained(url, "database")
                 figure.add("capacity_per_s", result["requests"] * per / (seconds + drained))
                 if "message" in enabled:
-                    figure.add("message_drain_per_s", drain_rate(url, "message"))
+                    purge_queue()  # the drain starts on an empty queue, as raw aio-pika's run does
+                    figure.add("message_drain_per_s", drain_rate(url, "message", RAW_MESSAGES))
                     purge_queue()
                 figure.rss_mb.append(memory(pid)[1] / MB)
+            if "message" in enabled:
+                # Right after each drain: the shared broker's speed drifts by a third over minutes.
+                raw_amqp(figures)
 
 
 STAGE_LABELS = {
@@ -354,14 +359,20 @@ def sustain(body: Path, per: int, rate: float, seconds: float, loop: str) -> Sus
                          memory(pid)[1] / MB)
 
 
-def drain_rate(url: str, name: str) -> float:
-    """With ingest stopped, the rate at which ``name`` works off its backlog."""
+def drain_rate(url: str, name: str, count: int) -> float:
+    """With ingest stopped, the rate at which ``name`` works off the first ``count`` records of
+    its backlog: as many messages as the raw aio-pika baseline publishes, into the same queue,
+    emptied before, so that the broker's work is the same (a queue of 250k messages is slower)."""
     before = status(url)[name]
-    if before["backlog"] < 1000:
+    count = min(count, before["backlog"])
+    if count < 1000:
         return float("nan")  # it kept up: there is nothing left to measure
-    seconds = wait_drained(url, name)
-    after = status(url)[name]
-    return (after["delivered"] - before["delivered"]) / seconds
+    started = time.monotonic()
+    while (done := status(url)[name]["delivered"] - before["delivered"]) < count:
+        if time.monotonic() - started > 120:
+            raise TimeoutError(f"{name} delivered {done} of {count} in 120 s")
+        time.sleep(0.02)
+    return done / (time.monotonic() - started)
 
 
 def run_lag(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], args: Any) -> None:
@@ -405,14 +416,15 @@ def lags(db: Path) -> list[float]:
                 for ts, at in rows]
 
 
-def run_amqp(figures: dict[str, Figure], args: Any) -> None:
+def raw_amqp(figures: dict[str, Figure]) -> None:
+    """One run of raw aio-pika publishing ``RAW_MESSAGES`` into the emptied bench queue."""
     figure = figures.setdefault("amqp", Figure("raw aio-pika, confirms per 100", "single msgs"))
-    for _ in range(args.reps):
-        argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "amqp", "--events", "20000",
-                "--loop", LOOP]
-        out = subprocess.run(pinned(SERVER_CORE, argv), capture_output=True, text=True, check=True)
-        figure.events_per_s.append(json.loads(out.stdout)["messages_per_s"])
-        purge_queue()
+    argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), "amqp", "--events", str(RAW_MESSAGES),
+            "--loop", LOOP]
+    purge_queue()
+    out = subprocess.run(pinned(SERVER_CORE, argv), capture_output=True, text=True, check=True)
+    figure.events_per_s.append(json.loads(out.stdout)["messages_per_s"])
+    purge_queue()
 
 
 def bench_queue(action: Callable[[Any], Any]) -> None:
@@ -451,6 +463,10 @@ def ratios(figures: dict[str, Figure]) -> list[str]:
     def get(key: str, what: str = "events_per_s") -> float:
         return figures[key].get(what) if key in figures else float("nan")
 
+    # Every drain, after single records and after batches, each next to a raw run.
+    drains = [rate for key in ("e-single", "e-batch") if key in figures
+              for rate in figures[key].extra.get("message_drain_per_s", []) if rate == rate]
+
     rows = [
         ("d/a single: requests/s against bare aiohttp", get("d-single") / get("a-single"), ">= 0.60"),
         (f"d/a single, both on {OTHER_LOOP}", get("du-single") / get("au-single"), ">= 0.60"),
@@ -467,7 +483,7 @@ def ratios(figures: dict[str, Figure]) -> list[str]:
         ("e/d batches: database capacity with message on",
          get("e-batch", "capacity_per_s") / get("d-batch", "capacity_per_s"), ">= 0.90"),
         ("message draining its backlog against raw aio-pika",
-         get("e-batch", "message_drain_per_s") / get("amqp"), ">= 0.80"),
+         median(drains) / get("amqp"), ">= 0.80"),
     ]
     lines = ["| ratio | value | target |", "|---|---:|---|"]
     lines += [f"| {name} | {value:.2f} | {target} |" for name, value, target in rows]
@@ -527,7 +543,6 @@ def main() -> int:
             ("d", lambda: run_lag(figures, load, args)),
             ("u", lambda: run_dispatchd(figures, load, args, "du", ["database"], OTHER_LOOP)),
             ("u", lambda: run_sustained(figures, load, args, "du", OTHER_LOOP)),
-            ("e", lambda: run_amqp(figures, args)),
             ("e", lambda: run_dispatchd(figures, load, args, "e", ["database", "message"])),
         ]
         for key, step in steps:
