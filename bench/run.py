@@ -1,6 +1,6 @@
 """``make bench``: dispatchd against its raw ceilings, in one run, reported as ratios.
 
-    python bench/run.py [--seconds 10] [--reps 3] [--only a,b,c,d,e] [--out bench/results/latest.md]
+    python bench/run.py [--seconds 10] [--reps 3] [--only a,b,c,s,d,u,e] [--out bench/results/latest.md]
 
 Servers run on core 0 and the load generator (wrk, or bench/loadgen.py for fixed-rate runs) on
 core 1. Every figure is the median of ``--reps`` runs; every target is a ratio between figures of
