@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from .constants import CONFIG_ENV, DEFAULT_CONFIG_PATH
-from .errors import ConfigError
+from .errors import ConfigError, Problem
 from .models import Level
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -46,6 +46,10 @@ class ServerConfig(_Section):
     max_connections: PositiveInt = 1024  # beyond it, new connections are closed at once
     idle_timeout: PositiveFloat = 15.0  # a connection with no request in flight is closed
     read_timeout: PositiveFloat = 30.0  # a request body must arrive within this
+    # Request bodies held at once (read, decoded, waiting for the commit); beyond it a request
+    # waits up to inflight_wait seconds, then gets 503 + Retry-After. Bounds the daemon's memory.
+    max_inflight_bytes: PositiveInt = 32 * 1024 * 1024
+    inflight_wait: PositiveFloat = 2.0
     # asyncio by measurement (docs/performance.md): as many single-record requests/s as uvloop,
     # and under batch overload its workers keep up where uvloop's fall behind.
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
@@ -77,6 +81,15 @@ class SpoolConfig(_Section):
     path: str = "var/spool.db"
     sync: Literal["off", "normal", "full"] = "normal"
     max_events: PositiveInt = 1_000_000
+    # Ingest stops while the spool's filesystem has less free space than this, so that cursor
+    # moves, dead letters and compaction always fit; 0 turns the check off.
+    reserve_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    access: bool = False  # one line per HTTP request
 
 
 class DispatchConfig(_Section):
@@ -97,7 +110,18 @@ class Config(_Section):
     server: ServerConfig = ServerConfig()
     spool: SpoolConfig = SpoolConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    log: LogConfig = LogConfig()
     dispatchers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> Config:
+        # Otherwise a full-size batch could never be accepted: 503 with Retry-After forever.
+        if self.spool.max_events < self.server.max_batch:
+            raise ValueError(
+                f"spool.max_events ({self.spool.max_events}) must be at least server.max_batch "
+                f"({self.server.max_batch})"
+            )
+        return self
 
     def dispatcher_table(self, name: str) -> dict[str, Any]:
         """The ``[dispatchers.<name>]`` table, empty if absent."""
@@ -119,17 +143,14 @@ def _lookup(match: re.Match[str], where: str) -> str:
     name, default = match.group(1), match.group(2)
     found = os.environ.get(name, default)
     if found is None:
-        raise ConfigError(where or "config", [f"{where}: environment variable {name} is not set"])
+        loc = tuple(where.split(".")) if where else ()
+        raise ConfigError(where or "config", [Problem(loc, f"environment variable {name} is not set")])
     return found
 
 
-def format_errors(error: ValidationError, prefix: str = "") -> list[str]:
-    """One ``dotted.key: message`` line per pydantic error."""
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
-        lines.append(f"{key or '(top level)'}: {item['msg']}")
-    return lines
+def format_errors(error: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[Problem]:
+    """One ``Problem`` per pydantic error, its ``loc`` under ``prefix``."""
+    return [Problem((*prefix, *item["loc"]), item["msg"]) for item in error.errors()]
 
 
 def parse(text: str, path: str = "<string>") -> Config:
@@ -137,7 +158,7 @@ def parse(text: str, path: str = "<string>") -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [f"invalid TOML: {exc}"]) from None
+        raise ConfigError(path, [Problem((), f"invalid TOML: {exc}")]) from None
     try:
         raw = expand_env(raw)
     except ConfigError as exc:
@@ -153,7 +174,7 @@ def load(path: str | Path) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc}"]) from None
+        raise ConfigError(str(path), [Problem((), f"cannot read: {exc}")]) from None
     return parse(text, str(path))
 
 

@@ -1,7 +1,8 @@
-"""Typed errors raised at the boundaries, each mapped to one HTTP status and error code."""
+"""Typed errors dispatchd raises on purpose; the HTTP layer maps each to one status and code."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -9,13 +10,28 @@ class DispatchdError(Exception):
     """Base of every error dispatchd raises on purpose."""
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file: where (``loc``, a key path) and what (``msg``)."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+
+    def __str__(self) -> str:
+        where = ".".join(str(part) for part in self.loc)
+        return f"{where or '(top level)'}: {self.msg}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg}
+
+
 class ConfigError(DispatchdError):
     """The configuration file is unreadable or invalid; ``problems`` name each bad key."""
 
-    def __init__(self, path: str, problems: list[str]) -> None:
+    def __init__(self, path: str, problems: list[Problem]) -> None:
         self.path = path
         self.problems = problems
-        super().__init__(f"{path}: " + "; ".join(problems))
+        super().__init__(f"{path}: " + "; ".join(str(p) for p in problems))
 
 
 class PluginError(DispatchdError):
@@ -27,7 +43,12 @@ class Unavailable(DispatchdError):
 
     The worker backs off and retries the same records without spending their attempts, so an
     outage grows this dispatcher's backlog in the spool instead of filling its dead letters.
+    ``retry_after`` (seconds), when given, replaces the backoff before the next try.
     """
+
+    def __init__(self, message: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SpoolFull(DispatchdError):
@@ -38,23 +59,25 @@ class SpoolUnavailable(DispatchdError):
     """The spool could not commit (disk full, I/O error, closed)."""
 
 
-class ApiError(DispatchdError):
-    """An error answered over HTTP with the one error shape of DESIGN.md."""
+class SpoolLowSpace(SpoolUnavailable):
+    """The spool's filesystem has less free space than ``spool.reserve_bytes``; ingest must wait."""
 
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: list[Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or []
-        self.headers = headers or {}
 
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+class SpoolLocked(DispatchdError):
+    """Another process holds the spool's lock file."""
+
+
+class Busy(DispatchdError):
+    """Request bodies in flight already use ``server.max_inflight_bytes``; the client retries."""
+
+
+class Stopping(DispatchdError):
+    """The daemon is shutting down and takes no new work."""
+
+
+class UnknownDispatcher(DispatchdError):
+    """A dispatcher name that is neither configured nor holds dead letters."""
+
+
+class NotEnabled(DispatchdError):
+    """The operation needs the dispatcher to be enabled."""

@@ -104,7 +104,7 @@ def validate_options(name: str, cls: type[EventBackend], table: dict[str, Any]) 
     try:
         options = cls.Options.model_validate(table)
     except ValidationError as exc:
-        raise PluginError("; ".join(format_errors(exc, f"dispatchers.{name}"))) from None
+        raise PluginError("; ".join(str(p) for p in format_errors(exc, ("dispatchers", name)))) from None
     return DispatcherSpec(name, cls, options, level)
 
 
