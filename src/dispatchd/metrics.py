@@ -1,83 +1,89 @@
-"""``GET /metrics``: Prometheus text, read from the service's state at scrape time."""
+"""``GET /metrics``: Prometheus text, read from one core snapshot at scrape time."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .service import Service
+from .budget import ByteBudget
+from .core import Core
+from .status import DISPATCHER_STATES, Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-STATES = ("starting", "running", "retrying", "failed", "draining", "stopped")
-
 
 class Counters:
-    """What ingest counts; everything else is read from the workers and the spool."""
+    """What only the HTTP layer sees; everything else comes from the core's snapshot."""
 
     def __init__(self) -> None:
-        self.accepted = 0
-        self.rejected: Counter[str] = Counter()  # by error code
+        self.rejected: Counter[str] = Counter()  # error answers, by error code
 
 
-class ServiceCollector(Collector):
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.dead_letters: dict[str, int] = {}  # refreshed by ``render`` before each collect
+class SnapshotCollector(Collector):
+    def __init__(self, counters: Counters, budget: ByteBudget) -> None:
+        self.counters = counters
+        self.budget = budget
+        self.snapshot: Snapshot | None = None  # taken by ``Metrics.render`` before each collect
 
     def collect(self) -> Iterator[Metric]:
-        s = self.service
-        yield _counter("dispatchd_events_accepted", "Records committed to the spool.",
-                       s.counters.accepted)
+        s = self.snapshot
+        assert s is not None
+        yield _counter("dispatchd_events_accepted", "Records committed to the spool.", s.accepted)
         rejected = CounterMetricFamily("dispatchd_requests_rejected",
-                                       "Ingest requests answered with an error.", labels=["code"])
-        for code, count in sorted(s.counters.rejected.items()):
+                                       "Requests answered with an error, by code.", labels=["code"])
+        for code, count in sorted(self.counters.rejected.items()):
             rejected.add_metric([code], count)
         yield rejected
-        yield _gauge("dispatchd_spool_backlog", "Records some cursor has not passed.",
-                     s.spool.backlog)
-        yield _gauge("dispatchd_spool_capacity", "spool.max_events.", s.spool.max_events)
+        spool = s.spool
+        yield _gauge("dispatchd_spool_backlog", "Records some cursor has not passed.", spool.backlog)
+        yield _gauge("dispatchd_spool_capacity", "spool.max_events.", spool.capacity)
         yield _counter("dispatchd_spool_quarantined", "Unreadable spool files moved aside.",
-                       len(s.spool.quarantined))
+                       spool.quarantined)
         yield _counter("dispatchd_spool_commits", "Group commits (each may hold many requests).",
-                       s.spool.commits)
-        yield _gauge("dispatchd_config_generation", "Successful config loads.", s.generation)
-        yield from self._dispatchers()
+                       spool.commits)
+        yield _gauge("dispatchd_spool_free_bytes", "Free space for the spool (filesystem + "
+                     "reusable pages).", spool.free_bytes if spool.free_bytes is not None else -1)
+        yield _gauge("dispatchd_spool_reserve_bytes", "spool.reserve_bytes.", spool.reserve_bytes)
+        yield _gauge("dispatchd_spool_low_space", "1 while ingest is stopped for lack of space.",
+                     float(spool.low_space))
+        yield _gauge("dispatchd_inflight_bytes", "Request body bytes held by ingest now.",
+                     self.budget.held)
+        yield _gauge("dispatchd_inflight_waiting", "Requests waiting for the in-flight budget.",
+                     self.budget.waiting)
+        yield _gauge("dispatchd_config_generation", "Successful config loads.", s.config.generation)
+        yield from _dispatchers(s)
 
-    def _dispatchers(self) -> Iterator[Metric]:
-        s = self.service
-        families = {
-            "delivered": CounterMetricFamily(
-                "dispatchd_dispatcher_delivered", "Records delivered.", labels=["dispatcher"]),
-            "failed": CounterMetricFamily(
-                "dispatchd_dispatcher_failed_attempts", "Failed calls.", labels=["dispatcher"]),
-            "dead_lettered": CounterMetricFamily(
-                "dispatchd_dispatcher_dead_lettered", "Records dead-lettered since start.",
-                labels=["dispatcher"]),
-        }
-        backlog = GaugeMetricFamily("dispatchd_dispatcher_backlog", "Records not yet passed.",
-                                    labels=["dispatcher"])
-        stored = GaugeMetricFamily("dispatchd_dispatcher_dead_letters",
-                                   "Dead letters stored.", labels=["dispatcher"])
-        state = GaugeMetricFamily("dispatchd_dispatcher_state", "1 for the current state.",
-                                  labels=["dispatcher", "state"])
-        for name in s.config.dispatch.enabled:
-            worker = s.workers.get(name)
-            current = worker.state if worker is not None else "failed"
-            for key, family in families.items():
-                family.add_metric([name], getattr(worker.stats, key) if worker else 0)
-            backlog.add_metric([name], s.spool.head - s.spool.cursors.get(name, s.spool.head))
-            for candidate in STATES:
-                state.add_metric([name, candidate], float(candidate == current))
-        for name, count in sorted(self.dead_letters.items()):
-            stored.add_metric([name], count)
-        yield from (*families.values(), backlog, stored, state)
+
+def _dispatchers(s: Snapshot) -> Iterator[Metric]:
+    """Every dispatcher the daemon knows, each family present even at zero."""
+    counters = {
+        "delivered": ("dispatchd_dispatcher_delivered", "Records delivered."),
+        "failed": ("dispatchd_dispatcher_failed_attempts", "Failed calls."),
+        "dead_lettered": ("dispatchd_dispatcher_dead_lettered", "Records dead-lettered since start."),
+    }
+    gauges = {
+        "backlog": ("dispatchd_dispatcher_backlog", "Records not yet passed."),
+        "dead_letters": ("dispatchd_dispatcher_dead_letters", "Dead letters stored."),
+        "lag_seconds": ("dispatchd_dispatcher_lag_seconds", "Age of the oldest record owed."),
+    }
+    families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+        key: CounterMetricFamily(name, doc, labels=["dispatcher"])
+        for key, (name, doc) in counters.items()
+    }
+    families.update({key: GaugeMetricFamily(name, doc, labels=["dispatcher"])
+                     for key, (name, doc) in gauges.items()})
+    state = GaugeMetricFamily("dispatchd_dispatcher_state", "1 for the current state.",
+                              labels=["dispatcher", "state"])
+    for d in s.dispatchers:
+        for key, family in families.items():
+            family.add_metric([d.name], getattr(d, key))
+        for candidate in DISPATCHER_STATES:
+            state.add_metric([d.name, candidate], float(candidate == d.state))
+    yield from (*families.values(), state)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -89,14 +95,15 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class Metrics:
-    """One registry per service, so tests and embedders can run several in a process."""
+    """One registry per daemon, so tests and embedders can run several in a process."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, core: Core, budget: ByteBudget) -> None:
+        self.core = core
+        self.counters = Counters()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = ServiceCollector(service)
+        self.collector = SnapshotCollector(self.counters, budget)
         self.registry.register(self.collector)
-        self.service = service
 
     async def render(self) -> bytes:
-        self.collector.dead_letters = await self.service.spool.dead_letter_counts()
+        self.collector.snapshot = await self.core.snapshot()
         return generate_latest(self.registry)

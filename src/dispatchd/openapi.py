@@ -20,11 +20,14 @@ ERRORS = {
     400: "Malformed request: bad JSON, bad UTF-8, or a bad request line or header",
     401: "A valid bearer token is required (only when the server has tokens)",
     408: "The request body did not arrive within server.read_timeout",
+    404: "No such route, or no dispatcher of that name (code unknown_dispatcher)",
+    405: "The route does not take this method",
     409: "The dispatcher is not enabled",
     413: "The body is larger than server.max_body_bytes",
     415: "The content type or charset is not accepted",
     422: "Invalid record(s) or parameter; details name the record index and field",
-    503: "The spool is full or unavailable, or dispatchd is shutting down",
+    503: "The spool is full, low on disk space or unavailable, request bodies in flight fill "
+         "server.max_inflight_bytes, or dispatchd is shutting down",
 }
 
 
@@ -80,11 +83,14 @@ def _schemas() -> dict[str, Schema]:
             enabled={"type": "boolean"}, state={"type": "string"}, backlog=COUNT,
             dead_letters=COUNT, delivered=COUNT, skipped=COUNT, failed=COUNT,
             dead_lettered=COUNT, last_error=NULLABLE_STR,
+            lag_seconds={"type": "number", "minimum": 0,
+                         "description": "age of the oldest record this dispatcher still owes"},
         ),
         "DeadLetter": _obj(
             ["id", "dispatcher", "seq", "error", "attempts", "failed_at", "record"],
             id={"type": "integer"}, dispatcher={"type": "string"}, seq={"type": "integer"},
-            error={"type": "string"}, attempts=COUNT, failed_at={"type": "number"},
+            error={"type": "string"}, attempts=COUNT,
+            failed_at={"type": "string", "format": "date-time"},
             record={"type": "object"},
         ),
     }
@@ -126,6 +132,11 @@ def _paths() -> dict[str, Schema]:
     any_object = {"type": "object"}
     v1 = {
         "/events": {"post": _events()},
+        "/status": {"get": _op("One snapshot: spool, config and every dispatcher", {200: _json(
+            _obj(["accepted", "stopping", "spool", "config", "dispatchers"], accepted=COUNT,
+                 stopping={"type": "boolean"}, spool=any_object, config=any_object,
+                 dispatchers={"type": "array", "items": _ref("DispatcherStatus")}),
+            "Status")})},
         "/dispatchers": {"get": _op("Status of every configured dispatcher", {200: _json(
             _obj(["dispatchers"], dispatchers={"type": "array", "items": _ref("DispatcherStatus")}),
             "Dispatchers, enabled first")})},
@@ -143,7 +154,7 @@ def _paths() -> dict[str, Schema]:
         "/dead-letters": {
             "get": _op("Dead letters, oldest first", {200: _json(
                 _obj(["dead_letters"], dead_letters={"type": "array", "items": _ref("DeadLetter")}),
-                "Dead letters")}, (422,), parameters=[
+                "Dead letters")}, (404, 422), parameters=[
                     _query("dispatcher", {"type": "string"}, "only this dispatcher's"),
                     _query("after", {"type": "integer", "minimum": 0, "maximum": 2**62},
                            "only ids after this one"),
@@ -152,18 +163,19 @@ def _paths() -> dict[str, Schema]:
                 ]),
             "delete": _op("Purge a dispatcher's dead letters", {200: _json(
                 _obj(["dispatcher", "purged"], dispatcher={"type": "string"}, purged=COUNT),
-                "Purged")}, (422,), parameters=[name]),
+                "Purged")}, (404, 422), parameters=[name]),
         },
         "/dead-letters/replay": {"post": _op("Send a dispatcher's dead letters back to it", {200: _json(
             _obj(["dispatcher", "replayed"], dispatcher={"type": "string"}, replayed=COUNT),
-            "Replayed")}, (409, 422, 503), parameters=[name])},
+            "Replayed")}, (404, 409, 422, 503), parameters=[name])},
     }
     status = {"type": "string"}
     return {
         **{API_PREFIX + path: item for path, item in v1.items()},
         "/healthz": {"get": _op("Liveness", {200: _json(_obj(["status"], status=status), "Alive")},
                                 guarded=False)},
-        "/readyz": {"get": _op("Readiness: spool open, not full, not shutting down", {
+        "/readyz": {"get": _op("Readiness: spool open, not full, space above the reserve, not "
+                                "shutting down", {
             200: _json(_obj(["status"], status=status), "Ready"),
             503: _json(_obj(["status", "problems"], status=status, problems=STRINGS), "Not ready"),
         }, guarded=False)},

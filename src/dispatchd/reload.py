@@ -3,7 +3,7 @@
 Triggers (a file change, SIGHUP, ``POST /v1/config/reload``) only *request* a reload. One task
 applies them, one at a time; requests that arrive while a reload runs are answered together by
 the next one. ``plan`` is pure: it compares two validated configs and says which dispatchers to
-start, drain and stop, or restart; ``Service.reload`` carries the plan out.
+start, drain and stop, or restart; ``Core.reload`` carries the plan out.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from watchfiles import awatch
 
 from .config import Config
+from .errors import Problem
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ReloadResult:
     generation: int
     plan: Plan = field(default_factory=Plan)
     error: str | None = None
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
 
 def plan(old: Config, new: Config, failed: set[str]) -> Plan:

@@ -1,0 +1,65 @@
+"""The one error shape of the HTTP API, and how each typed error of the core maps to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .constants import RETRY_AFTER_FULL, RETRY_AFTER_STOPPING
+from .errors import (
+    Busy,
+    ConfigError,
+    DispatchdError,
+    NotEnabled,
+    SpoolFull,
+    SpoolLowSpace,
+    SpoolUnavailable,
+    Stopping,
+    UnknownDispatcher,
+)
+
+
+class ApiError(DispatchdError):
+    """An error answered over HTTP as ``{"error": {"code", "message", "details"}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+# Most specific first: SpoolLowSpace is a SpoolUnavailable.
+_MAPPING: tuple[tuple[type[DispatchdError], int, str, int | None], ...] = (
+    (SpoolFull, 503, "spool_full", RETRY_AFTER_FULL),
+    (SpoolLowSpace, 503, "spool_low_space", RETRY_AFTER_STOPPING),
+    (SpoolUnavailable, 503, "spool_unavailable", RETRY_AFTER_FULL),
+    (Busy, 503, "busy", RETRY_AFTER_FULL),
+    (Stopping, 503, "shutting_down", RETRY_AFTER_STOPPING),
+    (UnknownDispatcher, 404, "unknown_dispatcher", None),
+    (NotEnabled, 409, "not_enabled", None),
+)
+
+
+def from_domain(exc: DispatchdError) -> ApiError | None:
+    """The HTTP answer for a typed error of the core, or ``None`` if it has none (a bug)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ConfigError):
+        return ApiError(422, "invalid_config", str(exc), [p.as_dict() for p in exc.problems])
+    for kind, status, code, retry_after in _MAPPING:
+        if isinstance(exc, kind):
+            headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+            return ApiError(status, code, str(exc), headers=headers)
+    return None
