@@ -15,6 +15,7 @@ import sys
 from aiohttp import web
 
 from dispatchd import api, cli
+from dispatchd.decode import decode_records
 
 ANSWER = b'{"accepted":1,"ids":["0193a0b2-0000-7000-8000-000000000000"]}'
 
@@ -25,11 +26,11 @@ async def read_only(request: web.Request) -> web.Response:
 
 
 async def validate_only(request: web.Request) -> web.Response:
-    """``api.post_events`` up to, not including, ``service.ingest``."""
+    """``api.post_events`` up to, not including, ``core.ingest``."""
     content_type = api._media_type(request)
     api._wait_timeout(request)
     body = await api._read_body(request, 10.0)
-    records = api.decode_records(body, content_type, request.app[api.SERVICE].config.server.max_batch)
+    records = decode_records(body, content_type, request.app[api.CONTEXT].server.max_batch)
     for record in records:
         record.model_dump_json()  # what ingest hands the spool
     return api.json_response({"accepted": len(records), "ids": [r.id for r in records]}, status=202)
