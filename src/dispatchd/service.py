@@ -46,7 +46,6 @@ class Service:
         self.budget = ByteBudget(server.max_inflight_bytes, server.inflight_wait)
         self.metrics = Metrics(self.core, self.budget)
         self.port: int | None = None
-        self.url: str | None = None
         self.force_exit = False
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -72,11 +71,12 @@ class Service:
         self._sock = _bind(server.host, server.port)
         self.port = self._sock.getsockname()[1]
         await self.core.start()
-        await self._start_http(tls)
-        self.core.spool.lock.publish(self.url)
+        url = await self._start_http(tls)
+        if self.core.spool.lock is not None:  # where `dispatchd reload` finds this daemon
+            self.core.spool.lock.publish(url)
         enabled = ", ".join(self.config.dispatch.enabled) or "none"
         log.info("dispatchd listening on %s (%s event loop) ◆ config %s ◆ spool %s ◆ enabled: %s",
-                 self.url, type(asyncio.get_running_loop()).__module__.split(".")[0],
+                 url, type(asyncio.get_running_loop()).__module__.split(".")[0],
                  self.config_path or "(none)", self.core.spool.path, enabled)
 
     async def shutdown(self) -> None:
@@ -100,7 +100,7 @@ class Service:
 
     # -- HTTP ------------------------------------------------------------------------------------
 
-    async def _start_http(self, tls: ssl.SSLContext | None) -> None:
+    async def _start_http(self, tls: ssl.SSLContext | None) -> str:
         server = self.config.server
         assert self._sock is not None
         app = make_app(Context(self.core, self.metrics, self.budget, server))
@@ -114,8 +114,7 @@ class Service:
         await self._runner.setup()
         _cap_connections(self._runner.server, server.max_connections)
         await web.SockSite(self._runner, self._sock, ssl_context=tls).start()
-        host = _reachable(server.host)
-        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
+        return f"{'https' if tls else 'http'}://{_reachable(server.host)}:{self.port}"
 
     async def _stop_http(self) -> None:
         if self._runner is not None:
