@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
+from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
 
 from dispatchd.dispatchers.database import COLUMNS, DatabaseDispatcher, DatabaseOptions, row_of
 from dispatchd.models import Record
+from dispatchd.spool import Spool
+from dispatchd.workers import Policy, Worker
 
-from .conftest import record
+from .support.records import record
 
 
 @pytest.fixture
@@ -77,3 +82,53 @@ async def test_an_unwritable_path_fails_start(tmp_path):
     backend = DatabaseDispatcher("database", DatabaseOptions(url=f"sqlite:///{tmp_path}/file/ev.db"))
     with pytest.raises(OSError):
         await backend.start()
+
+
+# -- a start cut off part way leaves no connection behind ------------------------------------------
+
+
+def _threads_for(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.is_alive() and t.name.startswith(f"sqlite:{name}")]
+
+
+@pytest.fixture
+def locked_db(tmp_path) -> Iterator[sqlite3.Connection]:
+    """``ev.db`` in WAL mode with a write transaction held: creating the schema waits on it."""
+    db = sqlite3.connect(tmp_path / "ev.db", isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("BEGIN IMMEDIATE")
+    yield db
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+    db.close()
+
+
+async def test_close_releases_a_connection_whose_start_timed_out(tmp_path, locked_db):
+    backend = DatabaseDispatcher("database", DatabaseOptions(url=f"sqlite:///{tmp_path}/ev.db"))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await backend.start()
+    assert _threads_for("ev.db"), "the opening was not in progress: the test proves nothing"
+    asyncio.get_running_loop().call_later(0.1, locked_db.execute, "ROLLBACK")
+    await backend.close()  # waits for the opening, then closes it
+    assert _threads_for("ev.db") == []
+
+
+async def test_a_worker_whose_start_is_cut_off_leaves_no_sqlite_thread(tmp_path, locked_db):
+    spool = Spool(tmp_path / "spool.db")
+    await spool.open()
+    try:
+        await spool.ensure_cursor("database")
+        backend = DatabaseDispatcher("database",
+                                     DatabaseOptions(url=f"sqlite:///{tmp_path}/ev.db"))
+        worker = Worker("database", backend, spool, Policy(timeout=10.0))
+        worker.start()
+        deadline = asyncio.get_running_loop().time() + 5
+        while not _threads_for("ev.db"):  # start is opening, held by the lock
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        asyncio.get_running_loop().call_later(0.1, locked_db.execute, "ROLLBACK")
+        await worker.stop(grace=0.0)  # cancels the start in progress; the worker closes
+    finally:
+        await spool.close()
+    assert _threads_for("ev.db") == []

@@ -1,17 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
 import pytest
 
-from dispatchd import EventBackend, Record, Unavailable
-from dispatchd.models import Action
+from dispatchd import Action, EventBackend, Record, Unavailable
+from dispatchd.config import parse
+from dispatchd.registry import Overrides, overrides
 from dispatchd.spool import Spool
 from dispatchd.workers import Policy, Worker
 
-from .conftest import record
+from .support.records import record
 
 FAST = Policy(min_level=10, backoff_initial=0.001, backoff_max=0.002, max_attempts=3, timeout=1.0)
 
@@ -86,12 +88,15 @@ async def test_level_filter_and_a_dispatchers_own_level(spool):
     assert spool.cursors["c"] == 3  # skipped records are passed, not held
 
 
-async def test_own_level_overrides_the_global_one(spool):
-    from dispatchd.config import parse
-
-    cfg = parse('[dispatch]\nlevel = "DEBUG"')
-    assert Policy.of(cfg).min_level == 10
-    assert Policy.of(cfg, level=40).min_level == 40
+def test_a_dispatchers_overrides_replace_the_global_values():
+    cfg = parse('[dispatch]\nlevel = "DEBUG"\ntimeout = 7\nmax_attempts = 5\n'
+                '[dispatchers.c]\nlevel = "ERROR"\ntimeout = 0.5\n')
+    glob = Policy.of(cfg)
+    assert (glob.min_level, glob.timeout, glob.max_attempts) == (10, 7.0, 5)
+    own = Policy.of(cfg, overrides(cfg, "c"))
+    assert (own.min_level, own.timeout, own.max_attempts) == (40, 0.5, 5)
+    assert Policy.of(cfg, Overrides(max_attempts=2)).max_attempts == 2
+    assert Policy.of(cfg, 30).min_level == 30  # the older Policy.of(config, level)
 
 
 @pytest.mark.parametrize(
@@ -308,3 +313,150 @@ async def test_workers_share_ingested_records_unless_the_plugin_mutates_them(spo
     # A plugin that changes records gets equal copies of its own.
     assert mutating.got == records
     assert not any(got is sent for got, sent in zip(mutating.got, records, strict=True))
+
+
+# -- close follows every start, however it ended ---------------------------------------------------
+
+
+class Paired(Collect):
+    """Records start and close calls; ``start_plan`` says what each start does in turn."""
+
+    def __init__(self, *start_plan: str) -> None:
+        super().__init__()
+        self.calls_made: list[str] = []
+        self.start_plan = list(start_plan)
+        self.closed = asyncio.Event()
+
+    async def start(self) -> None:
+        self.calls_made.append("start")
+        step = self.start_plan.pop(0) if self.start_plan else "ok"
+        if step == "raise":
+            raise ConnectionRefusedError("not yet")
+        if step == "hang":
+            await asyncio.sleep(3600)
+
+    async def close(self) -> None:
+        self.calls_made.append("close")
+        self.closed.set()
+
+
+async def test_close_follows_each_failed_or_timed_out_start_before_the_next(spool):
+    await spool.ensure_cursor("c")
+    await put(spool, record())
+    backend = Paired("raise", "hang", "ok")
+    worker = await drain(spool, backend, Policy(min_level=10, timeout=0.05, backoff_initial=0.001,
+                                                backoff_max=0.002))
+    assert backend.calls_made == ["start", "close", "start", "close", "start", "close"]
+    assert len(backend.got) == 1
+    assert worker.stats.last_error == "start failed: timed out after 0.05s"
+
+
+async def test_close_follows_a_start_cut_off_by_a_stop(spool):
+    backend = Paired("hang")
+    await spool.ensure_cursor("c")
+    worker = Worker("c", backend, spool, FAST)
+    worker.start()
+    await eventually(lambda: backend.calls_made == ["start"])
+    await worker.stop(grace=0.05)
+    assert backend.calls_made == ["start", "close"] and worker.state == "stopped"
+
+
+async def test_close_follows_a_start_cut_off_by_a_cancellation_alone(spool):
+    backend = Paired("hang")
+    await spool.ensure_cursor("c")
+    worker = Worker("c", backend, spool, FAST)
+    worker.start()
+    await eventually(lambda: backend.calls_made == ["start"])
+    worker.cancel()  # no stop(): the worker's own task still closes what it started
+    await asyncio.wait_for(backend.closed.wait(), 5)
+    assert backend.calls_made == ["start", "close"]
+
+
+async def test_close_is_called_once_after_a_run_and_a_stop(spool):
+    backend = Paired()
+    await spool.ensure_cursor("c")
+    await put(spool, record())
+    worker = await drain(spool, backend)
+    await worker.stop(grace=1)
+    assert backend.calls_made == ["start", "close"]
+
+
+async def test_a_failing_close_is_logged_and_the_worker_stops(spool, caplog):
+    class BadClose(Collect):
+        async def close(self) -> None:
+            raise OSError("cannot flush")
+
+    await spool.ensure_cursor("c")
+    await put(spool, record())
+    worker = await drain(spool, BadClose())
+    await worker.stop(grace=1)
+    assert "close failed: cannot flush" in caplog.text and worker.state == "stopped"
+
+
+# -- Unavailable(retry_after=...) ----------------------------------------------------------------
+
+
+def test_retry_after_replaces_the_backoff_capped_at_backoff_max():
+    policy = Policy(backoff_initial=1.0, backoff_max=5.0)
+    assert policy.wait(1, retry_after=3.0) == 3.0
+    assert policy.wait(1, retry_after=60.0) == 5.0
+    assert policy.wait(1, retry_after=-1.0) == 0.0
+    assert 0.5 <= policy.wait(1) <= 1.0
+
+
+class Busy(Collect):
+    """Unavailable with ``retry_after`` for the first ``busy`` calls, noting when each came."""
+
+    def __init__(self, busy: int, retry_after: float) -> None:
+        super().__init__()
+        self.busy, self.retry_after = busy, retry_after
+        self.times: list[float] = []
+
+    async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+        self.times.append(asyncio.get_running_loop().time())
+        if self.busy:
+            self.busy -= 1
+            raise Unavailable("rate limited", retry_after=self.retry_after)
+        self.got.append(kwargs["id"])
+
+
+async def test_the_worker_waits_retry_after_instead_of_its_backoff(spool):
+    await spool.ensure_cursor("c")
+    await put(spool, record())
+    backend = Busy(busy=2, retry_after=0.15)
+    policy = Policy(min_level=10, backoff_initial=0.001, backoff_max=10.0)
+    worker = await drain(spool, backend, policy)
+    gaps = [b - a for a, b in zip(backend.times, backend.times[1:], strict=False)]
+    assert len(backend.got) == 1 and len(gaps) == 2
+    assert all(gap >= 0.14 for gap in gaps), gaps  # the backoff alone would be ~1 ms
+    assert worker.stats.dead_lettered == 0
+
+
+async def test_a_retry_after_longer_than_backoff_max_is_capped(spool):
+    await spool.ensure_cursor("c")
+    await put(spool, record())
+    backend = Busy(busy=2, retry_after=3600.0)
+    await asyncio.wait_for(drain(spool, backend, FAST), 10)  # capped at 2 ms, not an hour
+    assert len(backend.got) == 1
+
+
+# -- logs name the dispatcher as structured data ----------------------------------------------------
+
+
+async def test_worker_logs_carry_the_dispatcher_name(spool, caplog):
+    await spool.ensure_cursor("c")
+    records = await put(spool, record())
+    backend = Collect()
+    backend.poison = {records[0].id}
+    with caplog.at_level(logging.INFO, logger="dispatchd.workers"):
+        await drain(spool, backend)
+    mine = [r for r in caplog.records if r.name == "dispatchd.workers"]
+    assert mine and all(getattr(r, "dispatcher", None) == "c" for r in mine)
+    assert any("dead-lettered" in r.getMessage() for r in mine)
+
+
+async def eventually(check: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)

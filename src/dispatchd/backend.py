@@ -2,49 +2,90 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast, get_args, get_origin
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar  # a default for the type parameter (PEP 696), for 3.11
 
 if TYPE_CHECKING:
     from .models import Action, Record
 
+OptionsT = TypeVar("OptionsT", bound=BaseModel | None, default=None)
 
-class EventBackend:
-    """Base class of every dispatcher.
 
-    Override ``dump(level, action, **kwargs)`` (``async def`` or plain ``def``; a plain one runs in a
-    thread). kwargs are ``timestamp``, ``phase``, ``reason``, ``extra`` and ``id``; accept ``**kwargs``
-    so that fields added later do not break you. Optional: an ``Options`` pydantic model for the
-    ``[dispatchers.<name>]`` table, ``start()``, ``close()`` and ``dump_batch(events)`` as a fast path.
+class EventBackend(Generic[OptionsT]):
+    """Base class of every dispatcher; generic over its options model.
+
+    ``class X(EventBackend[XOptions])`` types ``self.options`` and sets ``Options = XOptions``.
+    Override ``dump(level, action, **kwargs)`` or ``dump_batch(events)`` (or both; a backend with
+    neither is rejected when it is loaded), each ``async def`` or plain ``def`` (run in a thread).
+    kwargs are ``timestamp``, ``phase``, ``reason``, ``extra`` and ``id``; accept ``**kwargs``
+    so that fields added later do not break you. Optional: ``start()`` and ``close()``; every
+    ``start`` call, however it ends, is followed by one ``close`` call.
     Raising from any of them means "not delivered": the worker retries, then dead-letters.
 
     Records (and the ``action`` and dicts in them) are shared with the other dispatchers: read
     them, do not change them, or set ``mutates_records = True`` to get a private copy of each.
     """
 
+    # Not ClassVar[type[OptionsT]]: a class variable cannot be generic; the type argument sets it.
     Options: ClassVar[type[BaseModel] | None] = None
     mutates_records: ClassVar[bool] = False
 
-    def __init__(self, name: str, options: BaseModel | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        argument = _options_argument(cls)
+        if argument is None:
+            return
+        if "Options" not in cls.__dict__:
+            cls.Options = argument
+        elif not (isinstance(cls.Options, type) and issubclass(cls.Options, argument)):
+            raise TypeError(
+                f"{cls.__name__}.Options is {cls.Options!r}, but the class is declared "
+                f"EventBackend[{argument.__name__}]"
+            )
+
+    def __init__(self, name: str, options: OptionsT | None = None) -> None:
+        """``options`` default to ``Options()`` (every key at its default) when there are any."""
         self.name = name
-        self.options = options
+        model = type(self).Options
+        if options is None and model is not None:
+            options = cast(OptionsT, model())
+        self.options: OptionsT = cast(OptionsT, options)
 
     async def start(self) -> None:
-        """Open connections; called once before the first ``dump``."""
+        """Open connections; called before the first ``dump``, again after a failed attempt."""
 
     async def close(self) -> None:
-        """Release what ``start`` opened; called once at stop or reload."""
+        """Release what ``start`` opened, even if ``start`` failed or was cut off part way."""
 
-    def dump(self, level: int, action: Action, **kwargs: Any) -> Any:
+    def dump(self, level: int, action: Action, **kwargs: Any) -> None | Awaitable[None]:
         """Deliver one event. May be a coroutine function."""
         raise NotImplementedError(f"{type(self).__name__} does not implement dump()")
 
-    def dump_batch(self, events: list[Record]) -> Any:
+    def dump_batch(self, events: list[Record]) -> None | Awaitable[None]:
         """Deliver a whole batch at once. May be a coroutine function. Optional fast path."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement dump_batch()")
 
     @classmethod
     def has_batch(cls) -> bool:
         """Whether this backend overrides ``dump_batch``."""
         return cls.dump_batch is not EventBackend.dump_batch
+
+    @classmethod
+    def has_dump(cls) -> bool:
+        """Whether this backend overrides ``dump``."""
+        return cls.dump is not EventBackend.dump
+
+
+def _options_argument(cls: type) -> type[BaseModel] | None:
+    """The options model given as the type argument of an ``EventBackend`` base, if any."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        origin = get_origin(base)
+        if not (isinstance(origin, type) and issubclass(origin, EventBackend)):
+            continue
+        for argument in get_args(base):
+            if isinstance(argument, type) and issubclass(argument, BaseModel):
+                return argument
+    return None

@@ -71,8 +71,11 @@ def plan(old: Config, new: Config, failed: set[str]) -> Plan:
 
 
 def _options(config: Config, name: str) -> dict[str, object]:
-    # ``level`` is a filter: it is applied to the running worker, not by restarting it.
-    return {k: v for k, v in config.dispatcher_table(name).items() if k != "level"}
+    # The common keys (level, timeout, max_attempts) are the worker's policy: they are applied
+    # to the running worker, not by restarting it.
+    from .registry import COMMON_KEYS
+
+    return {k: v for k, v in config.dispatcher_table(name).items() if k not in COMMON_KEYS}
 
 
 def digest(path: Path) -> bytes | None:

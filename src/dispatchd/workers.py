@@ -2,7 +2,8 @@
 
 Every call into plugin code goes through ``Worker._call`` (timeout, sync-in-thread) and every
 outcome through ``Worker._attempt`` (delivered, or an error that is logged and counted), so a
-plugin's failure never leaves its worker.
+plugin's failure never leaves its worker. Every ``start`` call is followed by one ``close`` call,
+however it ended. Log records carry the dispatcher's name as ``extra={"dispatcher": name}``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .config import Config
 from .constants import CAUSE_DERIVED
 from .errors import Unavailable
 from .models import Record
+from .registry import Overrides
 from .spool import DeadLetter, Row, Spool
 
 log = logging.getLogger(__name__)
@@ -43,16 +45,22 @@ class Policy:
     timeout: float = 30.0
 
     @classmethod
-    def of(cls, config: Config, level: int | None = None) -> Policy:
+    def of(cls, config: Config, overrides: Overrides | int | None = None) -> Policy:
+        """``[dispatch]`` with a dispatcher's own overrides (``registry.overrides``) on top.
+
+        An ``int`` is a level alone: the older ``Policy.of(config, level)``, kept for callers
+        not yet moved to ``Overrides``.
+        """
+        own = Overrides(level=overrides) if isinstance(overrides, int) else overrides or Overrides()
         d = config.dispatch
         return cls(
-            min_level=d.level if level is None else level,
+            min_level=d.level if own.level is None else own.level,
             exclude_derived=d.exclude_derived_actions,
             batch_size=d.batch_size,
-            max_attempts=d.max_attempts,
+            max_attempts=d.max_attempts if own.max_attempts is None else own.max_attempts,
             backoff_initial=d.backoff_initial,
             backoff_max=d.backoff_max,
-            timeout=d.timeout,
+            timeout=d.timeout if own.timeout is None else own.timeout,
         )
 
     def wants(self, record: Record) -> bool:
@@ -67,6 +75,15 @@ class Policy:
         delay: float = min(self.backoff_max, self.backoff_initial * 2.0 ** (attempt - 1))
         return delay * random.uniform(0.5, 1.0)
 
+    def wait(self, attempt: int, retry_after: float | None = None) -> float:
+        """The wait before the next try: the sink's ``retry_after`` if it gave one, else backoff.
+
+        ``retry_after`` is capped at ``backoff_max``: the operator's bound on any wait holds.
+        """
+        if retry_after is None:
+            return self.backoff(attempt)
+        return min(max(retry_after, 0.0), self.backoff_max)
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -74,6 +91,7 @@ class Failure:
 
     error: str
     outage: bool = False
+    retry_after: float | None = None  # the sink's own wait, from ``Unavailable(retry_after=)``
 
 
 class _Stop(Exception):
@@ -96,6 +114,7 @@ class Worker:
         self, name: str, backend: EventBackend, spool: Spool, policy: Policy
     ) -> None:
         self.name = name
+        self.log = logging.LoggerAdapter(log, {"dispatcher": name})
         self.backend = backend
         self.spool = spool
         self.policy = policy
@@ -106,7 +125,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wake = spool.listen()
         self._task: asyncio.Task[None] | None = None
-        self._started = False
+        self._close_owed = False  # start() was called and its close() has not run yet
         self._until: int | None = None  # draining: stop once the cursor reaches this seq
         self._moved = asyncio.Event()  # set (and replaced) each time the cursor advances
         self._saving: asyncio.Future[None] | None = None  # the last cursor move not yet committed
@@ -122,7 +141,7 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             self.state = "failed"
             self.stats.last_error = f"worker crashed: {task.exception()!r}"
-            log.error("dispatcher %s: worker crashed", self.name, exc_info=task.exception())
+            self.log.error("dispatcher %s: worker crashed", self.name, exc_info=task.exception())
 
     async def drain(self, upto: int, timeout: float) -> bool:
         """Deliver up to seq ``upto``, then stop; ``False`` if ``timeout`` ran out first."""
@@ -163,7 +182,8 @@ class Worker:
         if self._task is not None:
             done, _ = await asyncio.wait({self._task}, timeout=grace)
             if not done:
-                log.warning("dispatcher %s: still busy after %.1fs, cancelling", self.name, grace)
+                self.log.warning("dispatcher %s: still busy after %.1fs, cancelling", self.name,
+                                 grace)
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
@@ -172,11 +192,20 @@ class Worker:
         self.state = "stopped"
 
     async def run(self, until_idle: bool = False) -> None:
-        """Deliver until stopped; with ``until_idle``, return once the cursor reaches the head."""
-        if not await self._start_backend():
-            return
-        self._advance(await self.spool.ensure_cursor(self.name))
-        self._recovered()
+        """Deliver until stopped; with ``until_idle``, return once the cursor reaches the head.
+
+        The backend is closed on the way out, however the run ends (stop, cancellation, crash).
+        """
+        try:
+            if not await self._start_backend():
+                return
+            self._advance(await self.spool.ensure_cursor(self.name))
+            self._recovered()
+            await self._deliver_until(until_idle)
+        finally:
+            await self._close_backend()
+
+    async def _deliver_until(self, until_idle: bool) -> None:
         try:
             await self._loop(until_idle)
         finally:
@@ -257,7 +286,7 @@ class Worker:
                 if not failure.outage:
                     break
                 outages += 1
-                await self._pause(outages)
+                await self._pause(outages, failure.retry_after)
             else:
                 self.stats.delivered += len(items)
                 self._recovered()
@@ -275,7 +304,7 @@ class Worker:
         while (failure := await self._attempt(self._single_call(), record)) is not None:
             if failure.outage:
                 outages += 1
-                await self._pause(outages)
+                await self._pause(outages, failure.retry_after)
                 continue
             if attempt >= self.policy.max_attempts:
                 await self._dead_letter([DeadLetter(self.name, row, failure.error, attempt)])
@@ -306,14 +335,14 @@ class Worker:
         except TimeoutError:
             failure = Failure(f"timed out after {self.policy.timeout:g}s")
         except Unavailable as exc:
-            failure = Failure(f"unavailable: {exc}", outage=True)
+            failure = Failure(f"unavailable: {exc}", outage=True, retry_after=exc.retry_after)
         except Exception as exc:  # the worker boundary: whatever a plugin raises stays here
             failure = Failure(f"{type(exc).__name__}: {exc}")
-            log.debug("dispatcher %s traceback", self.name, exc_info=True)
+            self.log.debug("dispatcher %s traceback", self.name, exc_info=True)
         self.stats.failed += 1
         self.stats.last_error = failure.error
         self.state = "retrying"
-        log.error("dispatcher %s: delivery failed: %s", self.name, failure.error)
+        self.log.error("dispatcher %s: delivery failed: %s", self.name, failure.error)
         return failure
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -327,10 +356,10 @@ class Worker:
                 result = await result
         return result
 
-    async def _pause(self, attempt: int) -> None:
+    async def _pause(self, attempt: int, retry_after: float | None = None) -> None:
         """Back off before the next attempt; a stop request cuts the wait short."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), self.policy.backoff(attempt))
+            await asyncio.wait_for(self._stopping.wait(), self.policy.wait(attempt, retry_after))
         if self._stopping.is_set():
             raise _Stop  # leave the batch; the cursor keeps what was done
 
@@ -338,7 +367,7 @@ class Worker:
         await self.spool.dead_letter(letters)
         self.stats.dead_lettered += len(letters)
         for letter in letters:
-            log.error(
+            self.log.error(
                 "dispatcher %s: dead-lettered seq %d after %d attempts: %s",
                 self.name, letter.row.seq, letter.attempts, letter.error,
             )
@@ -346,29 +375,43 @@ class Worker:
     # -- backend start and close ------------------------------------------------------------
 
     async def _start_backend(self) -> bool:
+        """Start the backend, retrying with backoff; ``False`` if stopped first.
+
+        Each attempt owes a ``close``: a failed one is closed here before the next; the last
+        (started, or cut off by a cancellation) is closed when ``run`` ends.
+        """
         attempt = 1
         while not self._stopping.is_set():
+            self._close_owed = True
+            retry_after = None
             try:
                 await self._call(self.backend.start)
-                self._started = True
                 return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a plugin failing to start is reported, then retried
-                self.state = "failed"
-                self.stats.last_error = f"start failed: {type(exc).__name__}: {exc}"
-                log.error("dispatcher %s: %s", self.name, self.stats.last_error)
-                log.debug("dispatcher %s traceback", self.name, exc_info=True)
+                retry_after = exc.retry_after if isinstance(exc, Unavailable) else None
+                self._start_failed(exc)
+            await self._close_backend()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.policy.backoff(attempt))
+                await asyncio.wait_for(self._stopping.wait(), self.policy.wait(attempt, retry_after))
             attempt += 1
         return False
 
+    def _start_failed(self, exc: Exception) -> None:
+        self.state = "failed"
+        if isinstance(exc, TimeoutError):
+            self.stats.last_error = f"start failed: timed out after {self.policy.timeout:g}s"
+        else:
+            self.stats.last_error = f"start failed: {type(exc).__name__}: {exc}"
+        self.log.error("dispatcher %s: %s", self.name, self.stats.last_error)
+        self.log.debug("dispatcher %s traceback", self.name, exc_info=True)
+
     async def _close_backend(self) -> None:
-        if not self._started:
+        if not self._close_owed:
             return
-        self._started = False
+        self._close_owed = False
         try:
             await self._call(self.backend.close)
         except Exception as exc:  # closing is best effort; what was delivered is already recorded
-            log.error("dispatcher %s: close failed: %s", self.name, exc)
+            self.log.error("dispatcher %s: close failed: %s", self.name, exc)

@@ -18,13 +18,10 @@ class FlakyOptions(BaseModel):
     fail_file: str  # while this file exists, every dump raises
 
 
-class Flaky(EventBackend):
+class Flaky(EventBackend[FlakyOptions]):
     """Plain per-event ``dump`` (no batch path) that fails while ``fail_file`` exists."""
 
-    Options = FlakyOptions
-
     def dump(self, level: int, action: Action, **kwargs: Any) -> None:
-        assert isinstance(self.options, FlakyOptions)
         if os.path.exists(self.options.fail_file):
             raise ConnectionError("flaky sink is down")
         with open(self.options.path, "a", encoding="utf-8") as out:
@@ -49,13 +46,10 @@ class SlowOptions(BaseModel):
     delay: float = 0.1
 
 
-class Slow(EventBackend):
+class Slow(EventBackend[SlowOptions]):
     """Async ``dump_batch`` that sleeps ``delay`` per event before recording the ids."""
 
-    Options = SlowOptions
-
     async def dump_batch(self, events: list[Record]) -> None:
-        assert isinstance(self.options, SlowOptions)
         await asyncio.sleep(self.options.delay * len(events))
         with Path(self.options.path).open("a", encoding="utf-8") as out:
             out.writelines(f"{event.id}\n" for event in events)
@@ -70,3 +64,10 @@ class Hang(EventBackend):
 
 class NotABackend:
     pass
+
+
+class NoDump(EventBackend):
+    """Overrides neither ``dump`` nor ``dump_batch``: rejected when loaded."""
+
+    async def start(self) -> None:
+        pass

@@ -20,13 +20,10 @@ class JsonOptions(BaseModel):
     fsync: bool = False  # also survive a power cut, not just a crash of the daemon
 
 
-class JsonDispatcher(EventBackend):
+class JsonDispatcher(EventBackend[JsonOptions]):
     """Appends one JSON object per event (the record with its ``id``) to ``path``."""
 
-    Options = JsonOptions
-
     async def start(self) -> None:
-        assert isinstance(self.options, JsonOptions)
         Path(self.options.path).parent.mkdir(parents=True, exist_ok=True)
 
     def dump(self, level: int, action: Action, **kwargs: Any) -> None:
@@ -34,7 +31,6 @@ class JsonDispatcher(EventBackend):
 
     def dump_batch(self, events: list[Record]) -> None:
         # Plain def: dispatchd runs it in a thread, so blocking file I/O is fine here.
-        assert isinstance(self.options, JsonOptions)
         lines = "".join(record.model_dump_json(exclude_none=True) + "\n" for record in events)
         with open(self.options.path, "a", encoding="utf-8") as out:
             out.write(lines)

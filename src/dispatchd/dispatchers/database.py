@@ -1,4 +1,7 @@
-"""The ``database`` dispatcher: Senlin's ``event`` table, upserted on the record id."""
+"""The ``database`` dispatcher: Senlin's ``event`` table, upserted on the record id.
+
+Built on what any plugin may use: the ``dispatchd`` package's exports and ``dispatchd.sqlite``.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import to_json
 
-from ..backend import EventBackend
-from ..models import Action, Record
-from ..sqlite import Connection
+from dispatchd import Action, EventBackend, Record
+from dispatchd.sqlite import Connection
 
 COLUMNS = (
     "id", "timestamp", "oid", "oname", "otype", "cluster_id", "level", "user", "project",
@@ -93,44 +95,34 @@ async def _open(path: Path) -> Connection:
     return db
 
 
-def _close_when_opened(opening: asyncio.Future[Connection]) -> None:
-    if not opening.cancelled() and opening.exception() is None:
-        _closing.add(asyncio.ensure_future(opening.result().close()))
-        for task in list(_closing):
-            if task.done():
-                _closing.discard(task)
-
-
-_closing: set[asyncio.Future[None]] = set()  # keeps late closes alive until they finish
-
-
-class DatabaseDispatcher(EventBackend):
+class DatabaseDispatcher(EventBackend[DatabaseOptions]):
     """Stores events in Senlin's ``event`` table; batches go in one transaction."""
 
-    Options = DatabaseOptions
-
-    def __init__(self, name: str, options: BaseModel | None = None) -> None:
+    def __init__(self, name: str, options: DatabaseOptions | None = None) -> None:
         super().__init__(name, options)
-        assert isinstance(options, DatabaseOptions)
-        self.settings = options
+        self._opening: asyncio.Task[Connection] | None = None
         self._db: Connection | None = None
 
     async def start(self) -> None:
-        path = self.settings.sqlite_path
+        path = self.options.sqlite_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        opening = asyncio.ensure_future(_open(path))
-        try:
-            # Shielded: a start cut off by the worker's timeout must still close what it opened,
-            # or the connection's thread outlives the daemon and blocks its exit.
-            self._db = await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            opening.add_done_callback(_close_when_opened)
-            raise
+        # A task of its own, which a start cut off (timeout, cancellation) does not cancel:
+        # close() waits for it and closes what it opened, so no connection thread is left.
+        self._opening = asyncio.create_task(_open(path), name=f"{self.name}: opening {path}")
+        await asyncio.wait({self._opening})
+        self._db = self._opening.result()
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        opening, self._opening, self._db = self._opening, None, None
+        if opening is None or opening.cancelled():
+            return
+        try:
+            # Awaited, not waited on: a close cut off in turn cancels the opening, which then
+            # closes what it had opened itself.
+            db = await opening
+        except Exception:  # a failed opening closed what it had opened; start reported why
+            return
+        await db.close()
 
     async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
         record = Record(level=level, action=action, **kwargs)

@@ -24,9 +24,8 @@ from aio_pika.exceptions import AMQPError, DeliveryError
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from yarl import URL
 
-from ..backend import EventBackend
-from ..errors import Unavailable
-from ..models import Action, Record, level_name
+from dispatchd import Action, EventBackend, Record, Unavailable, level_name
+
 from . import notifications
 
 log = logging.getLogger(__name__)
@@ -123,15 +122,11 @@ class MessageOptions(BaseModel):
         return context
 
 
-class MessageDispatcher(EventBackend):
+class MessageDispatcher(EventBackend[MessageOptions]):
     """Publishes events as persistent AMQP messages; batches await their confirms together."""
 
-    Options = MessageOptions
-
-    def __init__(self, name: str, options: BaseModel | None = None) -> None:
+    def __init__(self, name: str, options: MessageOptions | None = None) -> None:
         super().__init__(name, options)
-        assert isinstance(options, MessageOptions)
-        self.settings = options
         self._connection: AbstractConnection | None = None
         self._exchange: AbstractExchange | None = None
 
@@ -152,7 +147,7 @@ class MessageDispatcher(EventBackend):
         exchange = await self._connect()
         messages = self.messages(events)
         try:
-            async with asyncio.timeout(self.settings.confirm_timeout):
+            async with asyncio.timeout(self.options.confirm_timeout):
                 results = await asyncio.gather(
                     *(exchange.publish(m, key, mandatory=False) for key, m in messages),
                     return_exceptions=True,
@@ -160,28 +155,28 @@ class MessageDispatcher(EventBackend):
         except TimeoutError:
             await self._disconnect()
             raise Unavailable(
-                f"publisher confirms not in after {self.settings.confirm_timeout:g}s"
+                f"publisher confirms not in after {self.options.confirm_timeout:g}s"
             ) from None
         await self._check(results)
 
     def messages(self, events: list[Record]) -> list[tuple[str, aio_pika.Message]]:
         """The routing keys and AMQP messages for a batch of records, in order."""
-        if self.settings.format == "batch":
+        if self.options.format == "batch":
             return [self._batch_message(chunk) for chunk in self._chunks(events)]
         return [self.message(record) for record in events]
 
     def message(self, record: Record) -> tuple[str, aio_pika.Message]:
         """The routing key and the AMQP message for one record (a batch of one for ``batch``)."""
-        if self.settings.format == "batch":
+        if self.options.format == "batch":
             return self._batch_message([(record, _json_body(record))])
         derived = record.derived()
         etype = notifications.event_type(record, derived)
         priority = notifications.priority(record)
-        if self.settings.format == "senlin":
-            body = notifications.senlin_body(record, derived, etype, self.settings.publisher_id)
+        if self.options.format == "senlin":
+            body = notifications.senlin_body(record, derived, etype, self.options.publisher_id)
         else:
             body = notifications.json_body(record, derived, etype)
-        key = self.settings.routing_key.format(
+        key = self.options.routing_key.format(
             event_type=etype, priority=priority.lower(), otype=(derived.otype or "").lower()
         )
         return key, aio_pika.Message(
@@ -198,7 +193,7 @@ class MessageDispatcher(EventBackend):
 
     def _chunks(self, events: list[Record]) -> Iterator[list[tuple[Record, bytes]]]:
         """Records with their JSON bodies, in order, cut at ``batch_max`` and ``batch_max_bytes``."""
-        limit, limit_bytes = self.settings.batch_max, self.settings.batch_max_bytes
+        limit, limit_bytes = self.options.batch_max, self.options.batch_max_bytes
         chunk: list[tuple[Record, bytes]] = []
         size = 1  # "[" and, per element, its bytes plus one "," or "]"
         for record in events:
@@ -214,7 +209,7 @@ class MessageDispatcher(EventBackend):
     def _batch_message(self, chunk: list[tuple[Record, bytes]]) -> tuple[str, aio_pika.Message]:
         records = [record for record, _ in chunk]
         top = max(record.level for record in records)
-        return self.settings.routing_key.format(), aio_pika.Message(
+        return self.options.routing_key.format(), aio_pika.Message(
             b"[" + b",".join(body for _, body in chunk) + b"]",
             content_type="application/json",
             content_encoding="utf-8",
@@ -243,7 +238,7 @@ class MessageDispatcher(EventBackend):
             if not self._connection.is_closed:
                 return self._exchange
         await self._disconnect()
-        opts = self.settings
+        opts = self.options
         try:
             self._connection = await aio_pika.connect(
                 opts.url, timeout=opts.connect_timeout, ssl_context=opts.ssl_context()

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from ..models import Derived, Record, level_name
+from dispatchd import Derived, Record, level_name
 
 OSLO_VERSION = "2.0"
 NAMESPACE = "senlin"
