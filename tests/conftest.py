@@ -1,4 +1,4 @@
-"""Shared fixtures: records, config text, the test plugins on the path, the real daemon."""
+"""Fixtures for every test: the test plugins on the path, no SQLite connection left open."""
 
 from __future__ import annotations
 
@@ -7,74 +7,30 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dispatchd import sqlite
 
-TESTPLUGINS = Path(__file__).parent / "testplugins"
+from .support import TESTPLUGINS
+from .support.config import config_data, toml_text
+from .support.records import record
+
 if str(TESTPLUGINS) not in sys.path:
     # In-process tests discover the test plugins' entry points through this dist-info.
     sys.path.insert(0, str(TESTPLUGINS))
 
 
-def record(**overrides: Any) -> dict[str, Any]:
-    """A valid API v1 record as JSON data; keys given replace the defaults."""
-    body: dict[str, Any] = {
-        "level": "INFO",
-        "phase": "end",
-        "reason": "Cluster scaled out",
-        "extra": {"count": 2},
-        "action": {
-            "id": "a-1",
-            "name": "scale_out_web",
-            "action": "CLUSTER_SCALE_OUT",
-            "cause": "RPC Request",
-            "status": "SUCCEEDED",
-            "user": "user-1",
-            "project": "project-1",
-            "inputs": {"count": 2},
-            "entity": {"type": "CLUSTER", "id": "c-1", "name": "web", "status": "ACTIVE"},
-        },
-    }
-    body.update(overrides)
-    return body
+# -- transitional: for test modules still importing helpers from here ---------------------------
+# Test modules import helpers from tests.support, never from this file; these names stay only
+# until the modules being edited elsewhere have switched.
+
+__all__ = ["TESTPLUGINS", "config_text", "record"]
 
 
 def config_text(tmp: Path, enabled: list[str], port: int = 0, extra: str = "") -> str:
-    """A config for ``tmp`` with the given dispatchers enabled and fast retries."""
-    return f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-shutdown_timeout = 5.0
-
-[spool]
-path = "{tmp}/spool.db"
-
-[dispatch]
-enabled = {enabled!r}
-level = "DEBUG"
-backoff_initial = 0.05
-backoff_max = 0.2
-max_attempts = 3
-timeout = 5.0
-
-[dispatchers.database]
-url = "sqlite:///{tmp}/events.db"
-
-[dispatchers.jsonfile]
-path = "{tmp}/events.jsonl"
-
-[dispatchers.flaky]
-path = "{tmp}/flaky.jsonl"
-fail_file = "{tmp}/flaky.down"
-
-[dispatchers.slow]
-path = "{tmp}/slow.txt"
-{extra}
-"""
+    """Deprecated: ``tests.support.config.config_data`` and ``write_config`` instead."""
+    return toml_text(config_data(tmp, enabled, port)) + "\n" + extra
 
 
 # -- no stray SQLite threads ------------------------------------------------------------------------
