@@ -269,14 +269,16 @@ class Core:
                         tuple(dispatchers))
 
     async def _dispatcher(self, name: str, dead_letters: int) -> DispatcherStatus:
-        cursor = self.spool.cursors.get(name, self.spool.head)
-        backlog = self.spool.head - cursor
+        worker = self.workers.get(name)
+        # The worker's own cursor runs ahead of the committed one by up to one lazy commit.
+        cursor = worker.cursor if worker is not None and worker.cursor else \
+            self.spool.cursors.get(name, self.spool.head)
+        backlog = max(0, self.spool.head - cursor)
         lag = 0.0
         if backlog > 0 and self.spool.is_open \
                 and (oldest := await self.spool.oldest_accepted(cursor)) is not None:
             lag = max(0.0, time.time() - oldest)
         stats = self.stats.get(name, Stats())
-        worker = self.workers.get(name)
         state = worker.state if worker is not None else "failed"
         error = stats.last_error if worker is not None else self.failures.get(name)
         return DispatcherStatus(

@@ -50,6 +50,7 @@ class Service:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._sock: socket.socket | None = None
+        self._started = False  # the core started: there is something to report at shutdown
 
     # -- the story -----------------------------------------------------------------------------
 
@@ -71,6 +72,7 @@ class Service:
         self._sock = _bind(server.host, server.port)
         self.port = self._sock.getsockname()[1]
         await self.core.start()
+        self._started = True
         url = await self._start_http(tls)
         if self.core.spool.lock is not None:  # where `dispatchd reload` finds this daemon
             self.core.spool.lock.publish(url)
@@ -86,9 +88,14 @@ class Service:
             ("stop listening", self._stop_http),
             ("stop the core", lambda: self.core.stop(grace)),
         )
+        if self._started:
+            await self._log_totals()
+
+    async def _log_totals(self) -> None:
         snapshot = await self.core.snapshot()
         per = ", ".join(f"{d.name} {d.delivered}/{d.failed}/{d.dead_lettered}"
-                        for d in snapshot.dispatchers if d.delivered or d.failed or d.enabled)
+                        for d in snapshot.dispatchers
+                        if d.enabled or d.delivered or d.failed or d.dead_lettered)
         totals = snapshot.totals()
         log.info("stopped ◆ %d delivered ◆ %d failed attempts ◆ %d dead-lettered ◆ %d left in the "
                  "spool ◆ per dispatcher (delivered/failed/dead-lettered): %s",
