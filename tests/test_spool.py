@@ -1,13 +1,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dispatchd import spool as spool_module
-from dispatchd.errors import SpoolFull, SpoolUnavailable
+from dispatchd.errors import SpoolFull, SpoolLocked, SpoolLowSpace, SpoolUnavailable
+from dispatchd.lock import Holder, SpoolLock, lock_path, read_holder
 from dispatchd.spool import DeadLetter, Row, Spool
+
+from .test_spool_safety import small_filesystem, until
 
 
 @pytest.fixture
@@ -230,3 +240,285 @@ async def test_lazy_cursor_moves_ride_along_with_the_next_append(spool):
     await spool.append([(20, "{}")])
     assert spool.commits == commits + 1  # ... it went with the append's
     assert done.done() and spool.cursors["a"] == 2
+
+
+# -- one daemon per spool: the lock ------------------------------------------------------------------
+
+
+def test_the_lock_conflicts_between_two_open_file_descriptions(tmp_path):
+    spool_path = tmp_path / "spool.db"
+    held = SpoolLock.acquire(spool_path)
+    try:
+        with pytest.raises(SpoolLocked) as caught:
+            SpoolLock.acquire(spool_path)  # same process, its own open(): flock says no
+        assert str(spool_path) in str(caught.value) and f"pid {os.getpid()}" in str(caught.value)
+        assert lock_path(spool_path) == tmp_path / "spool.db.lock"
+        assert json.loads(lock_path(spool_path).read_text()) == {
+            "pid": os.getpid(), "spool": str(spool_path), "url": None}
+    finally:
+        held.release()
+    SpoolLock.acquire(spool_path).release()  # free again once released
+    assert not lock_path(spool_path).exists()
+
+
+async def test_a_locked_spool_is_neither_read_nor_created(tmp_path):
+    held = SpoolLock.acquire(tmp_path / "spool.db")
+    try:
+        with pytest.raises(SpoolLocked, match="in use by another dispatchd"):
+            await Spool(tmp_path / "spool.db").open()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["spool.db.lock"]
+    finally:
+        held.release()
+
+
+async def test_a_second_spool_on_the_same_file_changes_nothing(spool, tmp_path):
+    await spool.ensure_cursor("jsonfile")
+    await spool.append(rows(3))
+    before = _contents(tmp_path / "spool.db")
+    other = Spool(tmp_path / "spool.db")
+    with pytest.raises(SpoolLocked):
+        await other.open()
+    assert not other.is_open and other.lock is None
+    assert _contents(tmp_path / "spool.db") == before
+    assert spool.lock is not None and spool.lock.held  # the first one still holds it
+
+
+async def test_the_lock_is_held_while_open_and_released_on_close(tmp_path):
+    s = Spool(tmp_path / "deep" / "dir" / "spool.db")  # the directory is created
+    await s.open()
+    assert s.lock is not None and read_holder(s.path) == Holder(os.getpid(), None, str(s.path))
+    s.lock.publish("http://127.0.0.1:8080")
+    assert read_holder(s.path) == Holder(os.getpid(), "http://127.0.0.1:8080", str(s.path))
+    await s.close()
+    assert s.lock is None and read_holder(s.path) is None
+    again = Spool(s.path)
+    await again.open()
+    await again.close()
+
+
+async def test_a_failed_open_releases_the_lock_and_moves_nothing_aside(tmp_path):
+    (tmp_path / "spool.db").mkdir()  # SQLite cannot open a directory: not a damaged file
+    s = Spool(tmp_path / "spool.db")
+    with pytest.raises(SpoolUnavailable, match="cannot open spool"):
+        await s.open()
+    assert s.lock is None and not s.quarantined
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spool.db"]
+    SpoolLock.acquire(tmp_path / "spool.db").release()
+
+
+def test_an_unwritable_spool_directory_is_unavailable_not_locked(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(SpoolUnavailable, match="cannot lock spool"):
+        SpoolLock.acquire(tmp_path / "file" / "spool.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_read_holder_ignores_a_dead_holder_and_garbage(tmp_path):
+    spool_path = tmp_path / "spool.db"
+    assert read_holder(spool_path) is None
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(done.stdout)
+    lock_path(spool_path).write_text(json.dumps({"pid": dead, "spool": str(spool_path), "url": None}))
+    assert read_holder(spool_path) is None  # killed -9: the file stayed, its process did not
+    lock_path(spool_path).write_text("{not json")
+    assert read_holder(spool_path) is None
+    lock = SpoolLock.acquire(spool_path)  # a stale file is no obstacle: only flock counts
+    try:
+        holder = read_holder(spool_path)
+        assert holder is not None and holder.pid == os.getpid()
+    finally:
+        lock.release()
+
+
+def _contents(path: Path) -> list[tuple[Any, ...]]:
+    """Every table's rows, read through a read-only connection (the WAL's content included)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return [(t, *db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()) for t in sorted(tables)]
+
+
+# -- the disk reserve ------------------------------------------------------------------------------
+
+
+async def test_free_space_is_measured_even_without_a_reserve(spool):
+    assert spool.reserve_bytes == 0 and isinstance(spool.free_bytes, int) and spool.free_bytes > 0
+    assert not spool.low_space
+
+
+async def test_under_the_reserve_only_new_records_are_refused(spool):
+    await spool.ensure_cursor("a")
+    await spool.ensure_cursor("b")
+    await spool.append(rows(6))
+    [first] = await spool.read(0, 1)
+    await spool.dead_letter([DeadLetter("a", first, "boom", 3)])
+    spool.reserve_bytes = 2**62  # more than any disk: the next commit finds the spool low
+    await spool.move_cursor("a", 1)
+    assert spool.low_space and spool.free_bytes is not None and spool.free_bytes < 2**62
+    with pytest.raises(SpoolLowSpace) as caught:
+        await spool.append(rows(1))
+    message = str(caught.value)
+    assert str(spool.path) in message and str(spool.free_bytes) in message and str(2**62) in message
+    with pytest.raises(SpoolLowSpace):
+        await spool.replay("a", await spool.dead_letters("a"), [20])
+    # What frees space or records progress is never refused.
+    await spool.move_cursor("a", 6)
+    await spool.dead_letter([DeadLetter("b", first, "boom", 3)])
+    await spool.drop_cursor("b")
+    assert spool.backlog == 0 and spool.cursors == {"a": 6}
+    assert await spool.dead_letter_counts() == {"a": 1, "b": 1}
+    await until(lambda: _count(spool.path, "spool") == 0)  # compacted, too
+    assert spool.head == 6
+
+
+async def test_ingest_resumes_by_itself_when_space_returns(spool):
+    await spool.ensure_cursor("a")
+    spool.reserve_bytes = 2**62
+    await spool.move_cursor("a", 0)
+    assert spool.low_space
+    spool.reserve_bytes = 1  # as if space came back: no commit needed to notice it
+    commits = spool.commits
+    started = time.monotonic()
+    await until(lambda: not spool.low_space, timeout=5)
+    assert time.monotonic() - started < 2.5 and spool.commits == commits  # a check, not a commit
+    assert await spool.append(rows(1)) == [1]
+
+
+async def test_a_real_small_disk_stops_ingest_at_the_reserve_and_recovers(tmp_path):
+    with small_filesystem(tmp_path / "fs", "8m") as fs:
+        s = Spool(fs / "spool.db", reserve_bytes=2_000_000)
+        await s.open()
+        try:
+            await s.ensure_cursor("d")
+            # Space taken by someone else, then given back: no restart, no commit needed.
+            ballast = fs / "ballast"
+            ballast.write_bytes(b"\0" * (_fs_free(fs) - 1_000_000))
+            await s.move_cursor("d", 0)
+            assert s.low_space
+            with pytest.raises(SpoolLowSpace):
+                await s.append(rows(1))
+            ballast.unlink()
+            await until(lambda: not s.low_space, timeout=5)
+            # Filled by the spool itself: stopped at the reserve, with room left to drain.
+            body = '{"x": "' + "y" * 1000 + '"}'
+            accepted = 0
+            with pytest.raises(SpoolLowSpace):
+                for _ in range(1000):
+                    accepted += len(await s.append([(20, body)] * 50))
+            assert 1000 < accepted < 8_000_000 // 1000
+            assert s.free_bytes is not None and s.free_bytes < 2_000_000
+            assert _fs_free(fs) > 1_000_000  # stopped at the reserve, not at a full disk
+            # Everything that frees space still commits, then ingest comes back by itself.
+            [first] = await s.read(0, 1)
+            await s.dead_letter([DeadLetter("d", first, "boom", 3)])
+            await s.move_cursor("d", s.head)
+            await until(lambda: not s.low_space and _count(s.path, "spool") == 0, timeout=10)
+            accepted_again = 0
+            for _ in range(2 * accepted // 50):  # as much again as fits, twice over, as it drains
+                accepted_again += len(await s.append([(20, body)] * 50))
+                await s.move_cursor("d", s.head)
+            assert accepted_again >= 2 * accepted - 50
+        finally:
+            await s.close()
+
+
+async def test_the_wal_does_not_keep_a_bursts_size(tmp_path):
+    s = Spool(tmp_path / "spool.db", reserve_bytes=2_000_000)
+    await s.open()
+    try:
+        await s.ensure_cursor("d")
+        wal = Path(f"{s.path}-wal")
+        body = '{"x": "' + "y" * 1000 + '"}'
+        await s.append([(20, body)] * 3000)  # one transaction: the WAL holds all of it
+        burst = wal.stat().st_size
+        assert burst > 3_000_000
+        await s.move_cursor("d", s.head)
+        for _ in range(5):
+            await s.append([(20, body)])
+            await s.move_cursor("d", s.head)
+        # Cut back to about a quarter of the reserve once the log restarts.
+        limit = 2_000_000 // 4 // 4096 * (4096 + 24)
+        await until(lambda: wal.stat().st_size <= limit)
+    finally:
+        await s.close()
+
+
+async def test_compaction_goes_in_bounded_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool_module, "COMPACT_BYTES", 1)
+    monkeypatch.setattr(spool_module, "MIN_COMPACT_BYTES", 1)  # one row per commit
+    s = Spool(tmp_path / "spool.db")
+    await s.open()
+    await s.ensure_cursor("d")
+    await s.append(rows(10))
+    commits = s.commits
+    await s.move_cursor("d", 10)
+    assert s.backlog == 0 and await s.read(0, 10) == [] and await s.oldest_accepted(0) is None
+    await until(lambda: _count(s.path, "spool") == 0)
+    assert s.commits - commits >= 10  # each step its own commit, driven by the writer itself
+    await s.append(rows(4))
+    await s.move_cursor("d", 14)
+    await s.close()  # with rows still below the floor
+    s = Spool(tmp_path / "spool.db")
+    await s.open()
+    try:
+        assert (s.head, s.floor, s.backlog) == (14, 14, 0) and await s.read(0, 10) == []
+        await until(lambda: _count(s.path, "spool") == 0)
+    finally:
+        await s.close()
+
+
+def _count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as db:
+        count: int = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    return count
+
+
+def _fs_free(path: Path) -> int:
+    fs = os.statvfs(path)
+    return fs.f_bavail * fs.f_frsize
+
+
+# -- lag: when each record was accepted -------------------------------------------------------------
+
+
+async def test_each_record_keeps_when_it_was_accepted(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool_module, "RECENT", 2)
+    s = Spool(tmp_path / "spool.db")
+    await s.open()
+    await s.ensure_cursor("d")
+    before = time.time()
+    await s.append(rows(3))
+    after = time.time()
+    await s.append(rows(1))
+    assert await s.oldest_accepted(4) is None  # nothing after the head
+    from_disk = await s.oldest_accepted(0)  # seq 1 is no longer in memory
+    in_memory = await s.oldest_accepted(2)
+    assert from_disk is not None and before <= from_disk <= after and in_memory == from_disk
+    assert [r.accepted for r in await s.read(0, 4)][:3] == [from_disk] * 3
+    newest = await s.oldest_accepted(3)
+    assert newest is not None and newest >= from_disk
+    await s.close()
+    s = Spool(tmp_path / "spool.db")
+    await s.open()
+    try:
+        assert await s.oldest_accepted(1) == from_disk
+    finally:
+        await s.close()
+
+
+async def test_records_from_before_accept_times_have_none(tmp_path):
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY, level INTEGER NOT NULL,"
+                   " body TEXT NOT NULL, target TEXT)")
+        db.execute("INSERT INTO spool VALUES (1, 20, '{}', NULL)")
+        db.execute("CREATE TABLE cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
+        db.execute("INSERT INTO cursor VALUES ('d', 0)")
+    s = Spool(tmp_path / "old.db")
+    await s.open()
+    try:
+        assert [(r.seq, r.accepted) for r in await s.read(0, 10)] == [(1, None)]
+        assert await s.oldest_accepted(0) is None
+        await s.append(rows(1))
+        assert await s.oldest_accepted(1) is not None
+    finally:
+        await s.close()

@@ -3,9 +3,14 @@
 Every write (appends, cursor moves, dead letters) goes through one writer task that takes all the
 operations waiting, applies them in one transaction and then answers them all. Records get
 consecutive sequence numbers, so the backlog is ``head - floor`` without counting rows, and rows
-at or below every cursor are deleted in the same transaction that moves the last cursor past them.
+at or below every cursor (the floor) are deleted by the commits that follow, a bounded step each,
+so that no single commit needs more than a fraction of the reserve.
 The last ``RECENT`` committed records stay in memory, decoded, so a worker that keeps up with
 ingest takes them from there instead of reading and decoding them again.
+
+Safety: ``open`` takes the spool's lock file first (one daemon per spool, ``dispatchd.lock``), and
+ingest stops while the free space (the filesystem's plus the pages SQLite can reuse inside the
+file) is under ``reserve_bytes``, so that cursor moves, dead letters and compaction always fit.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import sqlite3
 import time
 from collections import deque
@@ -21,20 +27,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpoolFull, SpoolUnavailable
-from .sqlite import Connection
+from .errors import SpoolFull, SpoolLowSpace, SpoolUnavailable
+from .lock import SpoolLock
+from .sqlite import Connection, in_transaction
 
 log = logging.getLogger(__name__)
 
 RECENT = 4096  # committed records kept in memory, decoded (~5 KB each), for workers that keep up
 LAZY_CURSORS = 0.1  # seconds a worker's cursor move may wait to ride along with an append
+LOW_SPACE_POLL = 1.0  # seconds between free-space checks while under the reserve
+WAL_PAGES = 1000  # SQLite's auto-checkpoint default; fewer when a quarter of the reserve is less
+MIN_WAL_PAGES = 64
+COMPACT_BYTES = 16 * 1024 * 1024  # rows deleted per commit, at most; a quarter of the reserve if less
+MIN_COMPACT_BYTES = 256 * 1024
+CHECKPOINT_BUSY_MS = 100  # how long a low-space checkpoint waits for a read in progress
+DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB: what moves a spool file aside
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
     seq    INTEGER PRIMARY KEY,
     level  INTEGER NOT NULL,
     body   TEXT NOT NULL,
-    target TEXT  -- NULL: every dispatcher; a name: that one only (a dead-letter replay)
+    target TEXT,  -- NULL: every dispatcher; a name: that one only (a dead-letter replay)
+    accepted REAL  -- epoch seconds of the commit that stored it; NULL in older files
 );
 CREATE TABLE IF NOT EXISTS cursor (
     name TEXT PRIMARY KEY,
@@ -59,7 +74,8 @@ CREATE TABLE IF NOT EXISTS meta (
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One spooled record: its sequence number, level, JSON body and (for replays) target.
+    """One spooled record: its sequence number, level, JSON body, (for replays) target and
+    when it was accepted (epoch seconds).
 
     ``decoded`` is what ingest validated the body into, while the row is in memory; rows read
     from disk have ``None`` there.
@@ -69,6 +85,7 @@ class Row:
     level: int
     body: str
     target: str | None = None
+    accepted: float | None = None
     decoded: Any = field(default=None, compare=False, repr=False)
 
     def is_for(self, dispatcher: str) -> bool:
@@ -99,12 +116,14 @@ class _Batch:
     retired: list[tuple[str, int, int, str]] = field(default_factory=list)  # name, after, upto, why
     head: int = 0
     floor: int = 0
+    compact_to: int = 0  # rows up to this seq are deleted; at most the floor
+    now: float = 0.0
 
 
 AT_HEAD = -1  # a cursor value meaning "the head as of this commit"
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the signals below are particular instances
 class _Op:
     rows: Sequence[tuple[int, str]] = ()
     decoded: Sequence[Any] = ()  # parallel to rows, or empty
@@ -119,17 +138,31 @@ class _Op:
 
 
 _WAKE = _Op()  # queued by the lazy-cursor timer: commit what is pending even with no appends
+_REFRESH = _Op()  # queued by the low-space timer: measure the free space again
+_COMPACT = _Op()  # queued after a commit that left rows below the floor: delete the next step
+_SIGNALS = (_WAKE, _REFRESH, _COMPACT)
 
 
 class Spool:
     """The on-disk buffer between ingest and the dispatch workers."""
 
-    def __init__(self, path: str | Path, sync: str = "normal", max_events: int = 1_000_000) -> None:
+    def __init__(
+        self, path: str | Path, sync: str = "normal", max_events: int = 1_000_000,
+        reserve_bytes: int = 0,
+    ) -> None:
         self.path = Path(path)
         self.sync = sync
         self.max_events = max_events
+        self.reserve_bytes = reserve_bytes  # 0: never refuse for lack of space
+        self.lock: SpoolLock | None = None  # held from open to close; the shell publishes its URL
+        self.free_bytes: int | None = None  # as of the last commit or check; None: unknown
+        self.low_space = False  # free_bytes < reserve_bytes: appends are refused
+        self._page_size = 4096
+        self._row_bytes = 1.0  # stored bytes per row, on average: sizes the compaction steps
+        self._space_timer: asyncio.TimerHandle | None = None
         self.head = 0  # last committed seq
-        self.floor = 0  # every seq <= floor is deleted
+        self.floor = 0  # every seq <= floor is owed to no one, and never read again
+        self._compacted = 0  # every seq <= this is deleted
         self.cursors: dict[str, int] = {}
         self._queued = 0  # records appended but not yet committed
         self._writer_db: Connection | None = None
@@ -147,28 +180,48 @@ class Spool:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open (or create) the file, restore head, floor and cursors, start the writer.
+        """Lock, open (or create) the file, restore head, floor and cursors, start the writer.
 
-        An unreadable file (garbage, truncated) is moved aside and a fresh spool started, so a
-        damaged disk means a loud error and a metric, not a daemon that crash-loops.
+        The lock comes first: ``SpoolLocked`` if another process has the spool, and then nothing
+        was read or changed. A damaged file (garbage, truncated) is moved aside and a fresh spool
+        started, so a damaged disk means a loud error and a metric, not a daemon that
+        crash-loops; any other failure is ``SpoolUnavailable`` and releases the lock.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = SpoolLock.acquire(self.path)
+        try:
+            await self._open_or_quarantine()
+        except BaseException as exc:
+            await self._close_connections()
+            self.lock.release()
+            self.lock = None
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise SpoolUnavailable(f"cannot open spool {self.path}: {exc}") from exc
+            raise
+        self._writer = asyncio.create_task(self._write_loop(), name="spool-writer")
+        self._space_measured()
+        if self._compacted < self.floor:  # what the last run had not deleted yet
+            self._ops.put_nowait(_COMPACT)
+
+    async def _open_or_quarantine(self) -> None:
         try:
             await self._open_files()
         except sqlite3.DatabaseError as exc:
+            if _error_code(exc) not in DAMAGED:
+                raise
             await self._close_connections()
             moved = self._quarantine()
             log.error("spool %s is unreadable (%s); moved it aside to %s and started a fresh "
                       "spool: what it held was not delivered", self.path, exc, moved)
             await self._open_files()
-        self._writer = asyncio.create_task(self._write_loop(), name="spool-writer")
 
     async def _open_files(self) -> None:
         self._recent.clear()
         self._writer_db = await Connection.open(self.path, self.sync)
-        await self._writer_db.run(_prepare)
+        reserve = self.reserve_bytes
+        self._page_size = await self._writer_db.run(lambda db: _prepare(db, reserve))
         self._reader_db = await Connection.open(self.path, self.sync)
         await self._restore()
+        self._take_measure(await self._writer_db.run(self._measure))
 
     def _quarantine(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -191,15 +244,25 @@ class Spool:
         low, high, self.cursors, meta = await self._writer_db.run(_stored_state)
         # head survives compaction through meta; rows and cursors can only agree with it or lag.
         self.head = max([meta or 0, high or 0, *self.cursors.values()])
-        self.floor = (low - 1) if low is not None else self.head
+        self._compacted = (low - 1) if low is not None else self.head
+        # No cursor at all means no dispatcher is owed anything: everything may go.
+        self.floor = max(self._compacted, min(self.cursors.values(), default=self.head))
 
     async def close(self) -> None:
-        """Apply every queued operation, stop the writer and close both connections."""
-        if self._writer is not None:
-            await self._ops.put(None)
-            await self._writer
-            self._writer = None
-        await self._close_connections()
+        """Apply every queued operation, stop the writer, close both connections, then unlock."""
+        if self._space_timer is not None:
+            self._space_timer.cancel()
+            self._space_timer = None
+        try:
+            if self._writer is not None:
+                await self._ops.put(None)
+                await self._writer
+                self._writer = None
+            await self._close_connections()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     # -- public operations -------------------------------------------------------------------
 
@@ -227,6 +290,7 @@ class Spool:
         """
         if self._writer is None:
             raise SpoolUnavailable("the spool is closed")
+        self._check_space()
         if len(records) > self.room():
             raise SpoolFull(f"the spool holds {self.backlog} of {self.max_events} events")
         self._queued += len(records)
@@ -295,8 +359,22 @@ class Spool:
             # Indexing, not islice: islice walks from the left end, and readers are near the right.
             start = after + 1 - recent[0].seq
             return [recent[i] for i in range(start, min(start + limit, len(recent)))]
-        sql = "SELECT seq, level, body, target FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
+        sql = ("SELECT seq, level, body, target, accepted FROM spool WHERE seq > ?"
+               " ORDER BY seq LIMIT ?")
         return [Row(*row) for row in await self._query(sql, (after, limit))]
+
+    async def oldest_accepted(self, after: int) -> float | None:
+        """When the first stored record with ``seq > after`` was accepted; ``None``: none is
+        stored (or it came from a file too old to say)."""
+        after = max(after, self.floor)  # rows at or below the floor are owed to no one
+        if after >= self.head:
+            return None
+        recent = self._recent
+        if recent and recent[0].seq <= after + 1:
+            return recent[after + 1 - recent[0].seq].accepted
+        sql = "SELECT accepted FROM spool WHERE seq > ? ORDER BY seq LIMIT 1"
+        found = await self._query(sql, (after,))
+        return found[0][0] if found else None
 
     async def _query(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         assert self._reader_db is not None
@@ -319,6 +397,7 @@ class Spool:
         """Put ``letters`` back in the spool for ``dispatcher`` only, and out of the dead letters."""
         if not letters:
             return 0
+        self._check_space()
         if len(letters) > self.room():
             raise SpoolFull(f"the spool has room for {self.room()} of {len(letters)} records")
         rows = [(level, letter.row.body) for level, letter in zip(levels, letters, strict=True)]
@@ -341,6 +420,13 @@ class Spool:
     async def dead_letter_counts(self) -> dict[str, int]:
         sql = "SELECT dispatcher, COUNT(*) FROM dead_letter GROUP BY dispatcher"
         return dict(await self._query(sql, ()))
+
+    def _check_space(self) -> None:
+        if self.low_space:
+            raise SpoolLowSpace(
+                f"spool {self.path}: {self.free_bytes} bytes free, less than spool.reserve_bytes "
+                f"({self.reserve_bytes}); new events are refused until space returns"
+            )
 
     def listen(self) -> asyncio.Event:
         """An event set after every commit that stored new records."""
@@ -374,9 +460,12 @@ class Spool:
                 stopping = stopping or op is None
                 if op is not None:
                     ops.append(op)
-            ops = self._take_lazy() + [op for op in ops if op is not _WAKE]
-            if ops:
+            refresh = any(op is _REFRESH for op in ops)
+            ops = self._take_lazy() + [op for op in ops if op not in _SIGNALS]
+            if ops or self._compacted < self.floor:
                 await self._commit(ops)
+            elif refresh:
+                await self._refresh()
 
     def _take_lazy(self) -> list[_Op]:
         """The pending lazy cursor moves as operations, the last one answering all waiters."""
@@ -401,6 +490,8 @@ class Spool:
                 _settle(op, SpoolUnavailable(f"spool commit failed: {exc}"))
             return
         self._after_commit(batch)
+        if self._compacted < self.floor:  # the next step, after what is waiting now
+            self._ops.put_nowait(_COMPACT)
         self.commits += 1
         log.debug("spool commit: %d ops in %.1f ms", len(ops), (time.perf_counter() - started) * 1e3)
         for op in ops:
@@ -411,14 +502,14 @@ class Spool:
 
     def _plan(self, ops: list[_Op]) -> _Batch:
         """Fold queued operations, in order, into one batch; seqs are given here."""
-        batch = _Batch()
+        batch = _Batch(now=time.time())
         seq = self.head
         for op in ops:
             decoded = op.decoded or itertools.repeat(None)
             for (level, body), record in zip(op.rows, decoded, strict=False):
                 seq += 1
                 op.seqs.append(seq)
-                batch.appends.append(Row(seq, level, body, op.target, record))
+                batch.appends.append(Row(seq, level, body, op.target, batch.now, record))
             if op.purge is not None:
                 batch.purges.append(op.purge)
             if op.cursor is not None:
@@ -438,16 +529,91 @@ class Spool:
         batch.head = seq
         # No cursor at all means no dispatcher is owed anything: everything may go.
         batch.floor = max(self.floor, min(cursors.values(), default=seq))
+        batch.compact_to = self._compact_step(batch.floor)
         return batch
 
+    def _compact_step(self, floor: int) -> int:
+        """How far this commit deletes: up to ``floor``, rows of about ``COMPACT_BYTES`` at most
+        (a quarter of the reserve if less), so a commit that frees space never needs much."""
+        budget = COMPACT_BYTES if not self.reserve_bytes else \
+            max(MIN_COMPACT_BYTES, min(COMPACT_BYTES, self.reserve_bytes // 4))
+        rows = max(1, int(budget / self._row_bytes))
+        return min(floor, self._compacted + rows)
+
     async def _apply(self, batch: _Batch) -> None:
+        """Commit ``batch`` and measure the free space after it, in one hand-off to the thread."""
         assert self._writer_db is not None
-        head, floor = self.head, self.floor
-        await self._writer_db.transaction(lambda db: _write(db, batch, head, floor, time.time()))
+        head, compacted = self.head, self._compacted
+
+        def work(db: sqlite3.Connection) -> tuple[Exception | None, _Space | None]:
+            try:
+                in_transaction(db, lambda db: _write(db, batch, head, compacted))
+            except Exception as exc:  # measured all the same: a full disk shows as such
+                return exc, self._measure(db)
+            return None, self._measure(db)
+
+        error, space = await self._writer_db.run(work)
+        self._take_measure(space)
+        self._space_measured()
+        if error is not None:
+            raise error
+
+    async def _refresh(self) -> None:
+        assert self._writer_db is not None
+        self._take_measure(await self._writer_db.run(self._measure))  # _measure never raises
+        self._space_measured()
+
+    def _measure(self, db: sqlite3.Connection) -> _Space | None:
+        """The spool's space (see ``_Space.of``); ``None`` if it cannot be measured.
+
+        Under the reserve the WAL is checkpointed and truncated, then measured again: the space
+        it holds comes back. Runs on the writer's thread; never raises.
+        """
+        try:
+            space = _Space.of(db, self.path, self._page_size)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("spool %s: cannot measure the free space: %s", self.path, exc)
+            return None
+        if not self.reserve_bytes or space.free >= self.reserve_bytes:
+            return space
+        try:
+            _checkpoint(db)
+            return _Space.of(db, self.path, self._page_size)
+        except (OSError, sqlite3.Error) as exc:  # the first figure stands
+            log.debug("spool %s: low-space checkpoint failed: %s", self.path, exc)
+            return space
+
+    def _take_measure(self, space: _Space | None) -> None:
+        if space is None:
+            self.free_bytes = None
+            return
+        self.free_bytes = space.free
+        self._row_bytes = max(1.0, space.used / max(1, self.head - self._compacted))
+
+    def _space_measured(self) -> None:
+        """Follow the last measurement: say when ingest stops or resumes, poll while low."""
+        low = self.low_space if self.free_bytes is None else self.free_bytes < self.reserve_bytes
+        if low != self.low_space:
+            self.low_space = low
+            if low:
+                log.warning("spool %s: %s bytes free, less than spool.reserve_bytes (%d): "
+                            "refusing new events until space returns", self.path,
+                            self.free_bytes, self.reserve_bytes)
+            else:
+                log.info("spool %s: %s bytes free again: accepting new events", self.path,
+                         self.free_bytes)
+        if low and self._space_timer is None and self._writer is not None:
+            self._space_timer = asyncio.get_running_loop().call_later(
+                LOW_SPACE_POLL, self._poll_space)
+
+    def _poll_space(self) -> None:
+        self._space_timer = None
+        self._ops.put_nowait(_REFRESH)
 
     def _after_commit(self, batch: _Batch) -> None:
         self.head = batch.head
         self.floor = batch.floor
+        self._compacted = batch.compact_to
         self._recent.extend(batch.appends)
         self.cursors.update(batch.cursors)
         for name in batch.dropped:
@@ -457,11 +623,59 @@ class Spool:
 # -- what runs on the connections' threads ---------------------------------------------------------
 
 
-def _prepare(db: sqlite3.Connection) -> None:
+def _prepare(db: sqlite3.Connection, reserve: int) -> int:
+    """Create or migrate the tables, bound the WAL's size; returns the page size."""
+    page_size: int = db.execute("PRAGMA page_size").fetchone()[0]
+    # Between checkpoints: SQLite's default, or a quarter of the reserve if that is less.
+    wal_pages = max(MIN_WAL_PAGES, min(WAL_PAGES, reserve // 4 // page_size)) if reserve \
+        else WAL_PAGES
+    # The WAL keeps the size of its largest burst unless told otherwise: cut back to about one
+    # checkpoint's worth each time the log restarts, the space comes back to the filesystem.
+    db.execute(f"PRAGMA wal_autocheckpoint = {wal_pages}")
+    db.execute(f"PRAGMA journal_size_limit = {wal_pages * (page_size + 24)}")
+    # Builds with SECURE_DELETE (Debian's) zero every freed page, which writes a compaction's
+    # whole size to the WAL again: on a nearly full disk, the commit that frees space fails.
+    db.execute("PRAGMA secure_delete = FAST")
     db.executescript(SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(spool)")}
     if "target" not in columns:  # spool files from 0.1.0 before replays existed
         db.execute("ALTER TABLE spool ADD COLUMN target TEXT")
+    if "accepted" not in columns:  # spool files from before lag was reported
+        db.execute("ALTER TABLE spool ADD COLUMN accepted REAL")
+    return page_size
+
+
+@dataclass(frozen=True, slots=True)
+class _Space:
+    free: int  # bytes the spool can still use
+    used: int  # bytes the database's pages in use take
+
+    @classmethod
+    def of(cls, db: sqlite3.Connection, path: Path, page_size: int) -> _Space:
+        """Free: the filesystem's free bytes, plus the pages SQLite reuses inside the file (a
+        compacted spool does not shrink it), minus what the file still grows by when the WAL's
+        new pages are checkpointed into it."""
+        (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        fs = os.statvfs(path.parent)
+        growth = max(0, pages * page_size - path.stat().st_size)
+        free = int(fs.f_bavail * fs.f_frsize + free_pages * page_size - growth)
+        return cls(max(0, free), (pages - free_pages) * page_size)
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """Copy the WAL into the database and cut it to nothing, waiting only briefly for readers."""
+    (busy,) = db.execute("PRAGMA busy_timeout").fetchone()
+    db.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(busy)}")
+
+
+def _error_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None  # the primary code, sans extension
 
 
 def _stored_state(db: sqlite3.Connection) -> tuple[int | None, int | None, dict[str, int], int | None]:
@@ -472,18 +686,19 @@ def _stored_state(db: sqlite3.Connection) -> tuple[int | None, int | None, dict[
     return low, high, cursors, meta[0] if meta else None
 
 
-def _write(db: sqlite3.Connection, batch: _Batch, head: int, floor: int, now: float) -> None:
-    """Everything one group commit changes, from the spool's ``head`` and ``floor`` before it."""
+def _write(db: sqlite3.Connection, batch: _Batch, head: int, compacted: int) -> None:
+    """Everything one group commit changes, from the spool's ``head`` and the seq it had
+    deleted up to before it."""
     for name, after, upto, reason in batch.retired:
         db.execute(
             "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
             " SELECT ?, seq, body, ?, 0, ? FROM spool WHERE seq > ? AND seq <= ?",
-            (name, reason, now, after, min(upto, head)),
+            (name, reason, batch.now, after, min(upto, head)),
         )
     if batch.appends:
         db.executemany(
-            "INSERT INTO spool (seq, level, body, target) VALUES (?, ?, ?, ?)",
-            [(r.seq, r.level, r.body, r.target) for r in batch.appends],
+            "INSERT INTO spool (seq, level, body, target, accepted) VALUES (?, ?, ?, ?, ?)",
+            [(r.seq, r.level, r.body, r.target, r.accepted) for r in batch.appends],
         )
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (batch.head,))
     if batch.purges:
@@ -492,15 +707,16 @@ def _write(db: sqlite3.Connection, batch: _Batch, head: int, floor: int, now: fl
         db.executemany(
             "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            [(d.dispatcher, d.row.seq, d.row.body, d.error, d.attempts, now) for d in batch.dead],
+            [(d.dispatcher, d.row.seq, d.row.body, d.error, d.attempts, batch.now)
+             for d in batch.dead],
         )
     if batch.cursors:
         db.executemany("INSERT OR REPLACE INTO cursor (name, seq) VALUES (?, ?)",
                        batch.cursors.items())
     if batch.dropped:
         db.executemany("DELETE FROM cursor WHERE name = ?", [(n,) for n in batch.dropped])
-    if batch.floor > floor:
-        db.execute("DELETE FROM spool WHERE seq <= ?", (batch.floor,))
+    if batch.compact_to > compacted:
+        db.execute("DELETE FROM spool WHERE seq <= ?", (batch.compact_to,))
 
 
 def _gather(waiters: list[asyncio.Future[None]]) -> asyncio.Future[None]:
