@@ -238,3 +238,15 @@ def _dispatchers_when_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> 
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"dispatchd did not answer within 20s:\n{log.read_text()}")
+
+
+def test_a_reload_applies_the_common_keys_live_and_restarts_for_options():
+    from dispatchd.reload import plan
+
+    def database(table: str) -> config.Config:
+        return config.parse(f'[dispatch]\nenabled = ["database"]\n[dispatchers.database]\n{table}')
+
+    old = database('url = "sqlite:///a.db"')
+    live = database('url = "sqlite:///a.db"\nlevel = "ERROR"\ntimeout = 2\nmax_attempts = 1')
+    assert plan(old, live, set()).restart == ()  # the worker's policy changes, not the instance
+    assert plan(old, database('url = "sqlite:///b.db"'), set()).restart == ("database",)
