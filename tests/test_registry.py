@@ -65,10 +65,9 @@ def test_resolve_validates_options_and_the_common_keys():
         "timeout = 2.5\nmax_attempts = 4\n"
     )
     spec = registry.resolve("database", cfg)
-    assert spec.cls is DatabaseDispatcher and spec.level == 30
+    assert spec.cls is DatabaseDispatcher
     assert spec.overrides == registry.Overrides(level=30, timeout=2.5, max_attempts=4)
     assert registry.overrides(cfg, "database") == spec.overrides
-    assert registry.own_level(cfg, "database") == 30  # the older call, until core.py moves
     assert spec.options == DatabaseOptions(url="sqlite:///x.db")  # common keys never reach it
     assert isinstance(spec.build(), DatabaseDispatcher)
 

@@ -96,7 +96,6 @@ def test_a_dispatchers_overrides_replace_the_global_values():
     own = Policy.of(cfg, overrides(cfg, "c"))
     assert (own.min_level, own.timeout, own.max_attempts) == (40, 0.5, 5)
     assert Policy.of(cfg, Overrides(max_attempts=2)).max_attempts == 2
-    assert Policy.of(cfg, 30).min_level == 30  # the older Policy.of(config, level)
 
 
 @pytest.mark.parametrize(

@@ -63,10 +63,6 @@ class DispatcherSpec:
     options: BaseModel | None
     overrides: Overrides = Overrides()
 
-    @property
-    def level(self) -> int | None:
-        return self.overrides.level
-
     def build(self) -> EventBackend[Any]:
         return self.cls(self.name, self.options)
 
@@ -77,11 +73,6 @@ def overrides(config: Config, name: str) -> Overrides:
     if problems:
         raise PluginError("; ".join(str(p) for p in problems))
     return found
-
-
-def own_level(config: Config, name: str) -> int | None:
-    """Deprecated: ``overrides(config, name).level``."""
-    return overrides(config, name).level
 
 
 def discover() -> dict[str, EntryPoint]:

@@ -45,13 +45,9 @@ class Policy:
     timeout: float = 30.0
 
     @classmethod
-    def of(cls, config: Config, overrides: Overrides | int | None = None) -> Policy:
-        """``[dispatch]`` with a dispatcher's own overrides (``registry.overrides``) on top.
-
-        An ``int`` is a level alone: the older ``Policy.of(config, level)``, kept for callers
-        not yet moved to ``Overrides``.
-        """
-        own = Overrides(level=overrides) if isinstance(overrides, int) else overrides or Overrides()
+    def of(cls, config: Config, overrides: Overrides | None = None) -> Policy:
+        """``[dispatch]`` with a dispatcher's own overrides (``registry.overrides``) on top."""
+        own = overrides or Overrides()
         d = config.dispatch
         return cls(
             min_level=d.level if own.level is None else own.level,
