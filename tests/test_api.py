@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from dispatchd import config
-from dispatchd.service import Service
-
-from .conftest import config_text, record
-
-
-@asynccontextmanager
-async def run_daemon(
-    tmp: Path, enabled: list[str] | None = None, server: str = "", spool: str = "",
-    extra: str = "",
-) -> AsyncIterator[tuple[Service, aiohttp.ClientSession, str]]:
-    """The service in-process on port 0; ``server`` and ``spool`` add lines to those tables."""
-    text = config_text(tmp, enabled if enabled is not None else ["database"], extra=extra)
-    text = text.replace("[server]", f"[server]\n{server}").replace("[spool]", f"[spool]\n{spool}")
-    service = Service(config.parse(text))
-    await service.startup()
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield service, session, f"http://127.0.0.1:{service.port}"
-    finally:
-        await service.shutdown()
+from .support.daemon import eventually
+from .support.inprocess import run_service
+from .support.records import record
 
 
 @pytest.fixture
 async def daemon(tmp_path):
-    async with run_daemon(tmp_path) as running:
+    async with run_service(tmp_path) as running:
         yield running
 
 
@@ -61,7 +39,7 @@ async def test_accepted_means_committed(tmp_path):
     import sqlite3
 
     (tmp_path / "flaky.down").touch()  # the only dispatcher is down: records stay in the spool
-    async with run_daemon(tmp_path, enabled=["flaky"]) as (_, session, url):
+    async with run_service(tmp_path, ["flaky"]) as (_, session, url):
         async with session.post(url + "/v1/events", json=[record(), record()]) as resp:
             ids = (await resp.json())["ids"]
         db = sqlite3.connect(tmp_path / "spool.db")  # another connection sees them at once
@@ -134,7 +112,8 @@ async def test_other_content_types_are_415(daemon, ctype):
 
 
 async def test_body_over_max_body_bytes_is_413(tmp_path):
-    async with run_daemon(tmp_path, server="max_body_bytes = 2000") as (service, session, url):
+    server = {"max_body_bytes": 2000}
+    async with run_service(tmp_path, server=server) as (service, session, url):
         async with session.post(url + "/v1/events", json=record(reason="x" * 3000)) as resp:
             assert resp.status == 413
             assert (await error_of(resp))["code"] == "request_entity_too_large"
@@ -144,7 +123,7 @@ async def test_body_over_max_body_bytes_is_413(tmp_path):
 
 
 async def test_more_records_than_max_batch_is_422(tmp_path):
-    async with run_daemon(tmp_path, server="max_batch = 3") as (service, session, url):
+    async with run_service(tmp_path, server={"max_batch": 3}) as (service, session, url):
         async with session.post(url + "/v1/events", json=[record()] * 4) as resp:
             assert resp.status == 422
             assert (await error_of(resp))["code"] == "too_many_records"
@@ -159,7 +138,8 @@ async def test_more_records_than_max_batch_is_422(tmp_path):
 
 async def test_full_spool_is_503_with_retry_after_and_recovers(tmp_path):
     (tmp_path / "flaky.down").touch()
-    async with run_daemon(tmp_path, ["flaky"], spool="max_events = 5") as (_, session, url):
+    limits = {"server": {"max_batch": 5}, "spool": {"max_events": 5}}  # max_batch <= max_events
+    async with run_service(tmp_path, ["flaky"], **limits) as (_, session, url):
         async with session.post(url + "/v1/events", json=[record()] * 5) as resp:
             assert resp.status == 202
         async with session.post(url + "/v1/events", json=record()) as resp:
@@ -168,18 +148,19 @@ async def test_full_spool_is_503_with_retry_after_and_recovers(tmp_path):
         async with session.get(url + "/readyz") as resp:
             assert resp.status == 503
         (tmp_path / "flaky.down").unlink()  # the sink comes back and drains the spool
-        for _ in range(200):
+
+        async def ready() -> bool:
             async with session.get(url + "/readyz") as resp:
-                if resp.status == 200:
-                    break
-            await asyncio.sleep(0.05)
+                return resp.status == 200
+
+        await eventually(ready, timeout=10)
         async with session.post(url + "/v1/events", json=record()) as resp:
             assert resp.status == 202
 
 
 async def test_bearer_tokens_guard_v1_but_not_health(tmp_path):
-    tokens = 'auth_tokens = ["s3cret", "other"]'
-    async with run_daemon(tmp_path, server=tokens) as (_, session, url):
+    tokens = {"auth_tokens": ["s3cret", "other"]}
+    async with run_service(tmp_path, server=tokens) as (_, session, url):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
             async with session.post(url + "/v1/events", json=record(), headers=headers) as resp:
                 assert resp.status == 401
@@ -202,7 +183,7 @@ async def test_unknown_routes_and_methods_use_the_error_shape(daemon):
 
 
 async def test_dispatcher_status(tmp_path):
-    async with run_daemon(tmp_path, enabled=["database", "broken", "nope"]) as (_, session, url):
+    async with run_service(tmp_path, ["database", "broken", "nope"]) as (_, session, url):
         async with session.get(url + "/v1/dispatchers") as resp:
             status = {d["name"]: d for d in (await resp.json())["dispatchers"]}
     assert status["database"]["enabled"] and status["database"]["state"] in ("starting", "running")
@@ -225,7 +206,7 @@ async def test_shutdown_answers_503(daemon):
 
 
 async def test_wait_delivered_answers_once_every_dispatcher_has_the_records(tmp_path):
-    async with run_daemon(tmp_path, ["database", "jsonfile"]) as (_, session, url):
+    async with run_service(tmp_path, ["database", "jsonfile"]) as (_, session, url):
         body = [record(), record(level="DEBUG")]
         async with session.post(url + "/v1/events?wait=delivered", json=body) as resp:
             assert resp.status == 200
@@ -238,7 +219,8 @@ async def test_wait_delivered_answers_once_every_dispatcher_has_the_records(tmp_
 
 async def test_wait_delivered_reports_each_dispatcher_on_its_own(tmp_path):
     enabled = ["database", "slow", "failing", "broken"]
-    async with run_daemon(tmp_path, enabled, extra="delay = 3600") as (_, session, url):
+    slow = {"slow": {"delay": 3600}}
+    async with run_service(tmp_path, enabled, dispatchers=slow) as (_, session, url):
         async with session.post(url + "/v1/events?wait=delivered&timeout=1.5",
                                 json=record()) as resp:
             assert resp.status == 202  # accepted and durable, not delivered everywhere

@@ -2,7 +2,7 @@
 served OpenAPI document, both on an in-process daemon.
 
 Whatever arrives, the answer is ``202`` or a 4xx in the one error shape, never a 5xx; a rejected
-request stores nothing; the daemon stays up. The daemon runs ``run_daemon`` in a thread of its own
+request stores nothing; the daemon stays up. The daemon runs ``run_service`` in a thread of its own
 so that the synchronous clients here (hypothesis examples, schemathesis' ``requests``) can call it.
 ``DISPATCHD_FUZZ_PROFILE=dispatchd-fuzz-long`` runs many more examples.
 """
@@ -41,8 +41,8 @@ from dispatchd import openapi
 from dispatchd.constants import JSON, LEVELS, NDJSON
 from dispatchd.service import Service
 
-from .conftest import record
-from .test_api import run_daemon
+from .support.inprocess import run_service
+from .support.records import record
 
 settings.register_profile(
     "dispatchd-fuzz",
@@ -64,7 +64,7 @@ EVENTS = "/v1/events"
 
 
 class LiveDaemon:
-    """``run_daemon`` on its own event loop in a thread, for synchronous clients."""
+    """``run_service`` on its own event loop in a thread, for synchronous clients."""
 
     def __init__(self, tmp: Path, **options: Any) -> None:
         self.tmp, self.options = tmp, options
@@ -98,7 +98,7 @@ class LiveDaemon:
             raise
 
     async def _main(self) -> None:
-        async with run_daemon(self.tmp, **self.options) as (service, _, url):
+        async with run_service(self.tmp, **self.options) as (service, _, url):
             self.service, self.url = service, url
             self.port = service.port or 0
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()

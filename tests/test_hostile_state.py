@@ -7,15 +7,12 @@ import signal
 import sqlite3
 
 import aiohttp
-import pytest
 
-from dispatchd import config
-from dispatchd.service import Service
 from dispatchd.spool import Spool
 
-from .conftest import config_text, record
-from .daemon import Daemon, eventually, post
-from .test_api import run_daemon
+from .support.daemon import Daemon, eventually, post
+from .support.inprocess import run_service
+from .support.records import record
 
 
 async def test_a_garbage_spool_is_moved_aside_and_the_daemon_starts_fresh(tmp_path):
@@ -61,7 +58,7 @@ async def test_a_truncated_spool_is_moved_aside(tmp_path):
 
 async def test_a_full_disk_answers_503_and_keeps_what_was_accepted(tmp_path):
     (tmp_path / "flaky.down").touch()  # the only dispatcher is down: everything stays spooled
-    async with run_daemon(tmp_path, ["flaky"]) as (service, session, url):
+    async with run_service(tmp_path, ["flaky"]) as (service, session, url):
         status, first = await post(session, url + "/v1/events", [record()] * 10)
         assert status == 202
         writer = service.spool._writer_db
@@ -83,27 +80,16 @@ async def test_a_full_disk_answers_503_and_keeps_what_was_accepted(tmp_path):
 
 async def test_an_unwritable_database_fails_only_that_dispatcher(tmp_path):
     (tmp_path / "file").write_text("a file where the store's directory should be")
-    cfg_text = config_text(tmp_path, ["database", "jsonfile"]).replace(
-        f'url = "sqlite:///{tmp_path}/events.db"', f'url = "sqlite:///{tmp_path}/file/events.db"')
-    service = Service(config.parse(cfg_text))
-    await service.startup()
-    try:
-        async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{service.port}"
-            status, body = await post(session, url + "/v1/events", record())
-            assert status == 202
-            jsonl = tmp_path / "events.jsonl"
-            await eventually(lambda: jsonl.exists() and jsonl.read_text().count("\n") == 1)
-            async with session.get(url + "/v1/dispatchers") as resp:
-                states = {d["name"]: d for d in (await resp.json())["dispatchers"]}
-    finally:
-        await service.shutdown()
+    unwritable = {"database": {"url": f"sqlite:///{tmp_path}/file/events.db"}}
+    async with run_service(tmp_path, ["database", "jsonfile"], dispatchers=unwritable) as (
+            _, session, url):
+        status, body = await post(session, url + "/v1/events", record())
+        assert status == 202
+        jsonl = tmp_path / "events.jsonl"
+        await eventually(lambda: jsonl.exists() and jsonl.read_text().count("\n") == 1)
+        async with session.get(url + "/v1/dispatchers") as resp:
+            states = {d["name"]: d for d in (await resp.json())["dispatchers"]}
     assert states["database"]["state"] == "failed"
     assert "start failed" in states["database"]["last_error"]
     assert states["database"]["backlog"] == 1  # kept for when the path is fixed
     assert states["jsonfile"]["state"] == "running"
-
-
-@pytest.fixture(autouse=True)
-def _integration_marker(request):
-    request.node.add_marker(pytest.mark.integration)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from dispatchd.models import Record, level_name, parse_level
 
-from .conftest import record
+from .support.records import record
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,9 @@ def test_dump_kwargs_are_senlins():
 
 def test_generated_ids_are_time_ordered_uuid7():
     first = Record.model_validate({"level": "INFO", "action": {"action": "NODE_CREATE"}})
-    time.sleep(0.002)
+    millisecond = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 == millisecond:  # the next id falls in a later millisecond
+        pass
     second = Record.model_validate({"level": "INFO", "action": {"action": "NODE_CREATE"}})
     assert uuid.UUID(first.id).version == 7 and uuid.UUID(second.id).version == 7
     # Later ids sort after earlier ones (by their millisecond prefix): stores append, not scatter.

@@ -13,15 +13,15 @@ from referencing.jsonschema import DRAFT202012
 from dispatchd import openapi
 from dispatchd.api import make_app
 
-from .conftest import record
-from .test_api import run_daemon
+from .support.inprocess import run_service
+from .support.records import record
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 async def served(tmp_path) -> tuple[dict[str, Any], set[tuple[str, str]]]:
     """The document the daemon serves, and the (method, path) of every route of its app."""
-    async with run_daemon(tmp_path) as (service, session, url):
+    async with run_service(tmp_path) as (service, session, url):
         async with session.get(url + "/v1/openapi.json") as resp:
             assert resp.status == 200 and resp.content_type == "application/json"
             document = await resp.json()
@@ -111,7 +111,7 @@ def test_error_answers_share_one_shape_and_503_has_retry_after():
 
 
 async def test_real_answers_match_their_schemas(tmp_path):
-    async with run_daemon(tmp_path) as (_, session, url):
+    async with run_service(tmp_path) as (_, session, url):
         async with session.post(url + "/v1/events", json=[record(), record()]) as resp:
             assert resp.status == 202
             validator("Accepted").validate(await resp.json())
