@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from collections import Counter
@@ -12,18 +11,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import record
-from .daemon import Daemon, eventually, post
-
-pytestmark = pytest.mark.integration
+from .support.daemon import Daemon, eventually, post
+from .support.records import record
+from .support.stream import streaming
 
 
 @pytest.fixture
 async def make_daemon(tmp_path: Path) -> AsyncIterator[type[Daemon]]:
     made: list[Daemon] = []
 
-    def factory(enabled: list[str], extra: str = "") -> Daemon:
-        daemon = Daemon(tmp_path, enabled, extra)
+    def factory(enabled: list[str], **sections: dict) -> Daemon:
+        daemon = Daemon(tmp_path, enabled, **sections)
         made.append(daemon)
         return daemon
 
@@ -34,9 +32,7 @@ async def make_daemon(tmp_path: Path) -> AsyncIterator[type[Daemon]]:
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 async def test_events_reach_sqlite_and_the_jsonfile_plugin(make_daemon, loop):
-    daemon = make_daemon(["database", "jsonfile"])
-    text = daemon.config.read_text()
-    daemon.config.write_text(text.replace("[server]\n", f'[server]\nevent_loop = "{loop}"\n'))
+    daemon = make_daemon(["database", "jsonfile"], server={"event_loop": loop})
     await daemon.start()
     assert f"({loop} event loop)" in daemon.logs()
     async with aiohttp.ClientSession() as session:
@@ -82,16 +78,16 @@ async def test_sigterm_drains_and_exits_zero(make_daemon):
     await eventually(lambda: {r["id"] for r in daemon.db_rows()} == set(body["ids"]))
 
 
-async def test_a_second_signal_forces_exit(make_daemon):
-    daemon = make_daemon(["slow"], extra="delay = 3600")
-    daemon.config.write_text(daemon.config.read_text().replace("shutdown_timeout = 5.0",
-                                                               "shutdown_timeout = 600.0"))
+async def test_a_second_signal_forces_exit(make_daemon, tmp_path):
+    calls = tmp_path / "slow.calls"
+    daemon = make_daemon(["slow"], server={"shutdown_timeout": 600.0},
+                         dispatchers={"slow": {"delay": 3600, "calls_file": str(calls)}})
     await daemon.start()
     async with aiohttp.ClientSession() as session:
         assert (await post(session, daemon.url + "/v1/events", record()))[0] == 202
-    await asyncio.sleep(0.3)  # the slow dispatcher is now inside its call
+    await eventually(calls.exists)  # the slow dispatcher is now inside its call
     daemon.signal(signal.SIGINT)
-    await asyncio.sleep(0.5)
+    await eventually(lambda: "received SIGINT: shutting down" in daemon.logs())
     assert daemon.proc is not None and daemon.proc.poll() is None  # draining, up to 600 s
     daemon.signal(signal.SIGINT)
     assert daemon.wait(timeout=15) == 0
@@ -105,8 +101,7 @@ async def test_a_broken_plugin_is_reported_and_the_rest_runs(make_daemon):
         status, body = await post(session, daemon.url + "/v1/events", record())
         assert status == 202
         await eventually(lambda: len(daemon.db_rows()) == 1)
-        async with session.get(daemon.url + "/v1/dispatchers") as resp:
-            states = {d["name"]: d for d in (await resp.json())["dispatchers"]}
+        states = await daemon.dispatchers(session)
     assert states["database"]["state"] == "running" and states["database"]["delivered"] == 1
     assert states["broken"]["state"] == "failed" and "failed to import" in states["broken"]["last_error"]
     assert states["badstart"]["state"] == "failed"
@@ -114,36 +109,22 @@ async def test_a_broken_plugin_is_reported_and_the_rest_runs(make_daemon):
     assert states["badstart"]["backlog"] == 1 and states["broken"]["backlog"] == 1  # kept for later
 
 
-async def stream(session: aiohttp.ClientSession, url: str, accepted: list[str],
-                 stop: asyncio.Event) -> None:
-    """POST small batches until ``stop`` or the daemon dies; keep every 202-accepted id."""
-    while not stop.is_set():
-        try:
-            status, body = await post(session, url, [record() for _ in range(5)])
-        except (aiohttp.ClientError, json.JSONDecodeError):
-            return
-        if status == 202:
-            accepted.extend(body["ids"])
+PATIENT = {"max_attempts": 100000}  # an outage outlasting it: records wait, not dead-letter
 
 
 async def test_sigkill_with_a_failing_dispatcher_loses_nothing(make_daemon):
-    daemon = make_daemon(["database", "jsonfile", "flaky"])
-    # The outage outlasts the test's usual 3 attempts; here records must wait, not dead-letter.
-    daemon.config.write_text(daemon.config.read_text().replace("max_attempts = 3",
-                                                               "max_attempts = 100000"))
+    daemon = make_daemon(["database", "jsonfile", "flaky"], dispatch=PATIENT)
     down = daemon.tmp / "flaky.down"
     down.touch()
     accepted: list[str] = []
     for _ in range(3):  # three rounds: stream, kill -9 mid-stream, restart
         await daemon.start()
-        stop = asyncio.Event()
         async with aiohttp.ClientSession() as session:
-            writers = [asyncio.create_task(stream(session, daemon.url + "/v1/events", accepted, stop))
-                       for _ in range(4)]
-            await asyncio.sleep(0.7)
-            daemon.kill()  # SIGKILL while requests are in flight
-            stop.set()
-            await asyncio.gather(*writers)
+            async with streaming(session, daemon.url + "/v1/events", writers=4,
+                                 until_gone=True) as stream:
+                await stream.advance(batches=20)
+                daemon.kill()  # SIGKILL while requests are in flight
+        accepted += stream.accepted
     assert len(accepted) > 50
     down.unlink()  # the failing sink recovers only now
     await daemon.start()
@@ -156,16 +137,13 @@ async def test_sigkill_with_a_failing_dispatcher_loses_nothing(make_daemon):
     counts = Counter(r["id"] for r in daemon.db_rows())
     assert max(counts.values()) == 1  # upsert on id: at-least-once never duplicates a row
     async with aiohttp.ClientSession() as session:
-        async with session.get(daemon.url + "/v1/dispatchers") as resp:
-            states = (await resp.json())["dispatchers"]
-    assert all(d["dead_letters"] == 0 for d in states)
+        states = await daemon.dispatchers(session)
+    assert all(d["dead_letters"] == 0 for d in states.values())
 
 
 async def test_a_dispatcher_disabled_while_stopped_gets_its_backlog_dead_lettered(make_daemon):
-    daemon = make_daemon(["database", "flaky"])
+    daemon = make_daemon(["database", "flaky"], dispatch=PATIENT)
     (daemon.tmp / "flaky.down").touch()
-    daemon.config.write_text(daemon.config.read_text().replace("max_attempts = 3",
-                                                               "max_attempts = 100000"))
     await daemon.start()
     async with aiohttp.ClientSession() as session:
         status, _ = await post(session, daemon.url + "/v1/events", [record()] * 4)
@@ -176,7 +154,6 @@ async def test_a_dispatcher_disabled_while_stopped_gets_its_backlog_dead_lettere
     daemon.write_config(["database"])  # flaky is switched off while the daemon is down
     await daemon.start()
     async with aiohttp.ClientSession() as session:
-        async with session.get(daemon.url + "/v1/dispatchers") as resp:
-            states = {d["name"]: d for d in (await resp.json())["dispatchers"]}
+        states = await daemon.dispatchers(session)
     assert states["flaky"]["enabled"] is False and states["flaky"]["dead_letters"] == 4
     assert "4 undelivered events moved to its dead letters" in daemon.logs()

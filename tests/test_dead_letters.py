@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 
 import aiohttp
-import pytest
 
-from .conftest import record
-from .daemon import DISPATCHD, Daemon, eventually, post
-
-pytestmark = pytest.mark.integration
+from .support.daemon import DISPATCHD, Daemon, eventually, post
+from .support.records import record
 
 
 def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(DISPATCHD), "dead-letters", *args, "-c", str(daemon.config)],
                           capture_output=True, text=True, timeout=60)
-
-
-async def states(session: aiohttp.ClientSession, daemon: Daemon) -> dict[str, dict]:
-    async with session.get(daemon.url + "/v1/dispatchers") as resp:
-        return {d["name"]: d for d in (await resp.json())["dispatchers"]}
 
 
 async def test_list_replay_to_one_dispatcher_and_purge(tmp_path):
@@ -35,14 +26,12 @@ async def test_list_replay_to_one_dispatcher_and_purge(tmp_path):
             assert status == 202
             ids = body["ids"]
 
-            async def dead_of(name: str) -> int:
-                return (await states(session, daemon))[name]["dead_letters"]
+            async def all_dead_lettered() -> bool:  # max_attempts 3 with fast backoff
+                states = await daemon.dispatchers(session)
+                return states["flaky"]["dead_letters"] == 3 == states["failing"]["dead_letters"]
 
-            for _ in range(200):  # max_attempts 3 with fast backoff
-                if await dead_of("flaky") == 3 and await dead_of("failing") == 3:
-                    break
-                await asyncio.sleep(0.05)
-            before = await states(session, daemon)
+            await eventually(all_dead_lettered)
+            before = await daemon.dispatchers(session)
             assert before["flaky"]["dead_lettered"] == 3 and before["database"]["delivered"] == 3
 
             listed = cli(daemon, "list", "--dispatcher", "flaky")
@@ -57,14 +46,14 @@ async def test_list_replay_to_one_dispatcher_and_purge(tmp_path):
             replayed = cli(daemon, "replay", "--dispatcher", "flaky")
             assert replayed.returncode == 0 and json.loads(replayed.stdout)["replayed"] == 3
             await eventually(lambda: [json.loads(x)["id"] for x in daemon.lines("flaky.jsonl")] == ids)
-            after = await states(session, daemon)
+            after = await daemon.dispatchers(session)
             assert after["flaky"]["dead_letters"] == 0
             assert after["database"]["delivered"] == 3  # the replay went to flaky only
             assert after["failing"]["dead_letters"] == 3
 
             purged = cli(daemon, "purge", "--dispatcher", "failing")
             assert json.loads(purged.stdout) == {"dispatcher": "failing", "purged": 3}
-            assert (await states(session, daemon))["failing"]["dead_letters"] == 0
+            assert (await daemon.dispatchers(session))["failing"]["dead_letters"] == 0
 
             async with session.get(daemon.url + "/metrics") as resp:
                 text = await resp.text()

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 
 import aiohttp
 import pytest
 
-from .conftest import record
-from .daemon import Daemon, post
-
-pytestmark = pytest.mark.integration
+from .support.daemon import Daemon, eventually, post
+from .support.records import record
 
 SECRET_TOKEN = "tok-3f9a1c55e7"
 AMQP_PASSWORD = "pw-8c2d4b19aa"
 
 
-def with_server(daemon: Daemon, lines: str) -> None:
-    daemon.config.write_text(daemon.config.read_text().replace("[server]", f"[server]\n{lines}"))
-
-
 async def test_tokens_from_a_file_guard_v1_and_optionally_metrics(tmp_path):
-    daemon = Daemon(tmp_path, ["database"])
     (tmp_path / "tokens").write_text(f"\n{SECRET_TOKEN}\n  other-token  \n")
-    with_server(daemon, f'auth_tokens_file = "{tmp_path}/tokens"\nmetrics_public = false')
+    daemon = Daemon(tmp_path, ["database"], server={
+        "auth_tokens_file": f"{tmp_path}/tokens", "metrics_public": False})
     await daemon.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -51,8 +44,8 @@ async def test_https_with_a_self_signed_certificate(tmp_path):
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert.private_key_and_cert_chain_pem.write_to_path(tmp_path / "server.pem")
     cert.private_key_pem.write_to_path(tmp_path / "server.key")
-    daemon = Daemon(tmp_path, ["database"])
-    with_server(daemon, f'tls_cert = "{tmp_path}/server.pem"\ntls_key = "{tmp_path}/server.key"')
+    daemon = Daemon(tmp_path, ["database"], server={
+        "tls_cert": f"{tmp_path}/server.pem", "tls_key": f"{tmp_path}/server.key"})
     daemon.url = daemon.url.replace("http://", "https://")
     client_tls = ssl.create_default_context()
     ca.configure_trust(client_tls)
@@ -70,12 +63,9 @@ async def test_https_with_a_self_signed_certificate(tmp_path):
 
 
 async def test_secrets_never_reach_logs_or_status(tmp_path):
-    daemon = Daemon(tmp_path, ["database", "message"], extra=f"""
-[dispatchers.message]
-url = "amqp://guest:{AMQP_PASSWORD}@127.0.0.1:1/"
-connect_timeout = 0.5
-""")
-    with_server(daemon, f'auth_tokens = ["{SECRET_TOKEN}"]')
+    message = {"url": f"amqp://guest:{AMQP_PASSWORD}@127.0.0.1:1/", "connect_timeout": 0.5}
+    daemon = Daemon(tmp_path, ["database", "message"], server={"auth_tokens": [SECRET_TOKEN]},
+                    dispatchers={"message": message})
     await daemon.start()
     headers = {"Authorization": f"Bearer {SECRET_TOKEN}"}
     seen = []
@@ -84,11 +74,12 @@ connect_timeout = 0.5
             await post(session, daemon.url + "/v1/events", record())
             await post(session, daemon.url + "/v1/events", b"{bad", headers={
                 "Content-Type": "application/json", "Authorization": "Bearer wrong-" + SECRET_TOKEN})
-            for _ in range(200):  # until the message dispatcher has tried and failed
+
+            async def tried_and_failed() -> bool:  # the message dispatcher, to reach the broker
                 async with session.get(daemon.url + "/v1/dispatchers") as resp:
-                    if "unavailable:" in await resp.text():
-                        break
-                await asyncio.sleep(0.05)
+                    return "unavailable:" in await resp.text()
+
+            await eventually(tried_and_failed)
             for path in ("/v1/dispatchers", "/v1/config", "/metrics", "/v1/dead-letters"):
                 async with session.get(daemon.url + path) as resp:
                     seen.append(await resp.text())

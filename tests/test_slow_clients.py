@@ -8,18 +8,15 @@ import contextlib
 import aiohttp
 import pytest
 
-from .conftest import record
-from .daemon import Daemon, post
-
-pytestmark = pytest.mark.integration
+from .support.daemon import Daemon, eventually, post
+from .support.records import record
 
 
 @pytest.fixture
 async def daemon(tmp_path, request):
     idle = getattr(request, "param", 0.5)
-    daemon = Daemon(tmp_path, ["database"])
-    daemon.config.write_text(daemon.config.read_text().replace(
-        "[server]", f"[server]\nidle_timeout = {idle}\nread_timeout = 0.5\nmax_connections = 3"))
+    daemon = Daemon(tmp_path, ["database"], server={
+        "idle_timeout": idle, "read_timeout": 0.5, "max_connections": 3})
     await daemon.start()
     yield daemon
     daemon.kill()
@@ -58,14 +55,22 @@ async def test_a_body_that_never_finishes_gets_408(daemon):
 @pytest.mark.parametrize("daemon", [30.0], indirect=True)  # held connections must not idle out
 async def test_connections_beyond_the_cap_are_closed_and_the_daemon_recovers(daemon):
     held = [await asyncio.open_connection("127.0.0.1", daemon.port) for _ in range(3)]
-    await asyncio.sleep(1.0)  # the daemon has accepted all three (a busy machine is slow)
+    for held_reader, held_writer in held:  # an answer on each: the daemon has accepted all three
+        held_writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await asyncio.wait_for(held_reader.readline(), 10)).startswith(b"HTTP/1.1 200")
     reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert await closed_by_server(reader, within=2) == b""  # refused: nothing answered
     await shut(writer)
     for _, held_writer in held:
         await shut(held_writer)
-    await asyncio.sleep(0.2)
     async with aiohttp.ClientSession() as session:
-        assert (await post(session, daemon.url + "/v1/events", record()))[0] == 202
+
+        async def accepted() -> bool:  # once the daemon has seen the held connections go
+            try:
+                return (await post(session, daemon.url + "/v1/events", record()))[0] == 202
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await eventually(accepted, timeout=10)
     assert "connection limit 3 reached" in daemon.logs()

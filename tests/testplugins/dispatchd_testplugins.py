@@ -44,12 +44,16 @@ class BadStart(EventBackend):
 class SlowOptions(BaseModel):
     path: str
     delay: float = 0.1
+    calls_file: str | None = None  # a line per call as it begins: a test can wait for one
 
 
 class Slow(EventBackend[SlowOptions]):
     """Async ``dump_batch`` that sleeps ``delay`` per event before recording the ids."""
 
     async def dump_batch(self, events: list[Record]) -> None:
+        if self.options.calls_file is not None:
+            with Path(self.options.calls_file).open("a", encoding="utf-8") as calls:
+                calls.write(f"{len(events)}\n")
         await asyncio.sleep(self.options.delay * len(events))
         with Path(self.options.path).open("a", encoding="utf-8") as out:
             out.writelines(f"{event.id}\n" for event in events)
