@@ -2,58 +2,62 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import aiohttp
-import pytest
 
-from .amqp import TcpProxy, bound_queue
-from .conftest import record
-from .daemon import Daemon, eventually, post
+from .support.amqp import TcpProxy, bound_queue
+from .support.daemon import Daemon, eventually, post
+from .support.records import record
+from .support.stream import streaming
 
-pytestmark = pytest.mark.integration
+MAX_ATTEMPTS = 3  # the test config's dispatch.max_attempts
 
 
 async def test_a_broker_outage_loses_nothing_and_never_pauses_the_database(tmp_path):
     async with bound_queue() as bound:
         proxy = TcpProxy()
         await proxy.start()
-        daemon = Daemon(tmp_path, ["database", "message"], extra=f"""
-[dispatchers.message]
-url = "{proxy.url}"
-exchange = "{bound.exchange}"
-connect_timeout = 1.0
-confirm_timeout = 2.0
-""")
-        # The outage outlasts the config's 3 attempts (backoff_max 0.2 s): it must spend none.
-        accepted: list[str] = []
-        timeline: dict[str, float] = {}
+        message = {"url": proxy.url, "exchange": bound.exchange, "connect_timeout": 1.0,
+                   "confirm_timeout": 2.0}
+        daemon = Daemon(tmp_path, ["database", "message"], dispatchers={"message": message})
         try:
             await daemon.start()
             async with aiohttp.ClientSession() as session:
-                stop = asyncio.Event()
-                writer = asyncio.create_task(_stream(session, daemon.url, accepted, stop))
-                await asyncio.sleep(1.0)
-                await proxy.cut()
-                timeline["cut"], cut_count = time.monotonic(), len(accepted)
-                await asyncio.sleep(2.5)
-                # During the outage: ingest went on, and the database has what was accepted.
-                during = list(accepted)
-                assert len(during) > cut_count + 20
-                settled = set(during[:-10])  # allow the newest few to be in flight
-                await eventually(lambda: settled <= {r["id"] for r in daemon.db_rows()}, timeout=2)
-                async with session.get(daemon.url + "/v1/dispatchers") as resp:
-                    states = {d["name"]: d for d in (await resp.json())["dispatchers"]}
-                assert states["message"]["state"] == "retrying"
-                assert states["message"]["last_error"].startswith("unavailable:")
-                assert "guest:guest" not in json.dumps(states)  # no password in status
-                assert states["message"]["backlog"] > 0
-                await proxy.restore()
-                await asyncio.sleep(1.0)
-                stop.set()
-                await writer
+                # A steady trickle, one writer: published in the order accepted.
+                async with streaming(session, daemon.url + "/v1/events", pause=0.01) as stream:
+                    await stream.advance(batches=20)
+                    await proxy.cut()
+                    cut_count = len(stream.accepted)
+
+                    async def outage_outlasted_the_attempts() -> bool:
+                        message = (await daemon.dispatchers(session))["message"]
+                        return message["state"] == "retrying" and message["failed"] > MAX_ATTEMPTS
+
+                    await eventually(outage_outlasted_the_attempts, timeout=30)
+                    await stream.advance(batches=5)
+                    # During the outage: ingest went on, and the database has what was accepted.
+                    during = stream.accepted
+                    assert not stream.errors and len(during) > cut_count + 20
+                    settled = set(during[:-10])  # allow the newest few to be in flight
+                    await eventually(lambda: settled <= {r["id"] for r in daemon.db_rows()},
+                                     timeout=5)
+                    states = await daemon.dispatchers(session)
+                    assert states["message"]["state"] == "retrying"
+                    assert states["message"]["last_error"].startswith("unavailable:")
+                    assert "guest:guest" not in json.dumps(states)  # no password in status
+                    assert states["message"]["backlog"] > 0
+                    delivered = states["message"]["delivered"]
+                    await proxy.restore()
+
+                    async def publishing_again() -> bool:
+                        return (await daemon.dispatchers(session))["message"]["delivered"] > delivered
+
+                    await eventually(publishing_again, timeout=30)
+                    await stream.advance(batches=5)
+            accepted = stream.accepted
+            assert not stream.errors
             got = await bound.drain(set(accepted), timeout=60)
         finally:
             daemon.kill()
@@ -67,23 +71,10 @@ confirm_timeout = 2.0
     assert "guest:guest" not in daemon.logs()  # the AMQP password never reaches the log
 
 
-async def _stream(session: aiohttp.ClientSession, url: str, accepted: list[str],
-                  stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        status, body = await post(session, url + "/v1/events", [record() for _ in range(5)])
-        assert status == 202, body
-        accepted.extend(body["ids"])
-        await asyncio.sleep(0.01)
-
-
 async def test_the_daemon_publishes_worker_batches_in_the_batch_format(tmp_path):
     async with bound_queue() as bound:
-        daemon = Daemon(tmp_path, ["message"], extra=f"""
-[dispatchers.message]
-exchange = "{bound.exchange}"
-format = "batch"
-batch_max = 40
-""")
+        message = {"exchange": bound.exchange, "format": "batch", "batch_max": 40}
+        daemon = Daemon(tmp_path, ["message"], dispatchers={"message": message})
         try:
             await daemon.start()
             accepted: list[str] = []
