@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +12,9 @@ from dispatchd.reload import Plan, Reloader, ReloadResult, plan, watch
 from dispatchd.spool import Spool
 from dispatchd.workers import Policy, Worker
 
-from .conftest import record
-from .test_workers import Collect, put
+from .support.backends import Collect, put
+from .support.daemon import eventually
+from .support.records import record
 
 
 def cfg(enabled: list[str], tables: str = "", server: str = "") -> config.Config:
@@ -54,14 +57,14 @@ async def test_requests_coalesce_and_reloads_never_overlap():
         running += 1
         assert running == 1  # serial
         applied.append(reason)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a reload takes a while: long enough for requests to pile up
         running -= 1
         return ReloadResult(True, len(applied))
 
     reloader = Reloader(apply)
     task = asyncio.create_task(reloader.run())
     first = reloader.request("a")
-    await asyncio.sleep(0.01)  # "a" is being applied; the burst below waits for the next one
+    await eventually(lambda: applied == ["a"])  # "a" is being applied; the burst waits for the next
     burst = [reloader.request(r) for r in ("b", "c", "b")]
     results = await asyncio.gather(first, *burst)
     task.cancel()
@@ -86,7 +89,8 @@ async def test_watch_sees_every_way_of_replacing_the_file(tmp_path, how):
 
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch(path, on_change, stop))
-    await asyncio.sleep(0.3)
+    await watching(tmp_path / "..v1" / "dispatchd.toml", changed)
+    seen.clear()
     if how == "rewrite":
         (tmp_path / "..v1" / "dispatchd.toml").write_text("v = 2\n")
     elif how == "rename":
@@ -100,10 +104,25 @@ async def test_watch_sees_every_way_of_replacing_the_file(tmp_path, how):
         os.rename(tmp_path / "..data_tmp", tmp_path / "..data")
     await asyncio.wait_for(changed.wait(), 5)
     (tmp_path / "unrelated.txt").write_text("x")  # same directory, same config: no reload
+    # Not a wait for an event but a window for a wrong one: a reload would show within it.
     await asyncio.sleep(0.5)
     stop.set()
     await asyncio.wait_for(watcher, 5)
     assert seen == ["file changed"]
+
+
+async def watching(target: Path, changed: asyncio.Event, timeout: float = 10.0) -> None:
+    """Rewrite ``target`` until the watcher reports it: then it is watching (``watch`` gives no
+    other sign of having started)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    probe = 0
+    while not changed.is_set():
+        assert asyncio.get_running_loop().time() < deadline, "the watcher never saw a change"
+        probe += 1
+        target.write_text(f"probe = {probe}\n")
+        with contextlib.suppress(TimeoutError):  # a watching watcher answers in ~0.1 s
+            await asyncio.wait_for(changed.wait(), 1.0)
+    changed.clear()
 
 
 async def test_drain_delivers_up_to_a_seq_then_stops(tmp_path):
