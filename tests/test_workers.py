@@ -13,6 +13,8 @@ from dispatchd.registry import Overrides, overrides
 from dispatchd.spool import Spool
 from dispatchd.workers import Policy, Worker
 
+from .support.backends import Collect, put
+from .support.daemon import eventually
 from .support.records import record
 
 FAST = Policy(min_level=10, backoff_initial=0.001, backoff_max=0.002, max_attempts=3, timeout=1.0)
@@ -24,32 +26,6 @@ async def spool(tmp_path):
     await s.open()
     yield s
     await s.close()
-
-
-async def put(spool: Spool, *bodies: dict[str, Any]) -> list[Record]:
-    records = [Record.model_validate(b) for b in bodies]
-    await spool.append([(r.level, r.model_dump_json()) for r in records])
-    return records
-
-
-class Collect(EventBackend):
-    """Async per-event dump that records what it got; fails for ids in ``poison``."""
-
-    def __init__(self, name: str = "c", options: Any = None) -> None:
-        super().__init__(name, options)
-        self.got: list[str] = []
-        self.calls = 0
-        self.poison: set[str] = set()
-        self.fail_times = 0
-
-    async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
-        self.calls += 1
-        if kwargs["id"] in self.poison:
-            raise ValueError(f"poison {kwargs['id']}")
-        if self.fail_times:
-            self.fail_times -= 1
-            raise ConnectionError("down")
-        self.got.append(kwargs["id"])
 
 
 class BatchCollect(Collect):
@@ -204,10 +180,11 @@ async def test_failing_start_is_reported_and_retried(spool):
 
 
 async def test_stop_waits_for_the_batch_in_hand_and_commits_the_cursor(spool):
-    release = asyncio.Event()
+    entered, release = asyncio.Event(), asyncio.Event()
 
     class Gate(Collect):
         async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
+            entered.set()
             await release.wait()
             self.got.append(kwargs["id"])
 
@@ -216,9 +193,9 @@ async def test_stop_waits_for_the_batch_in_hand_and_commits_the_cursor(spool):
     backend = Gate()
     worker = Worker("c", backend, spool, FAST)
     worker.start()
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(entered.wait(), 5)  # the batch is in hand
     stopping = asyncio.create_task(worker.stop(grace=5))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # not a wait for an event: a window in which stop must not return
     assert not stopping.done()
     release.set()
     await stopping
@@ -226,9 +203,12 @@ async def test_stop_waits_for_the_batch_in_hand_and_commits_the_cursor(spool):
 
 
 async def test_cancel_at_the_grace_limit_keeps_what_was_delivered(spool):
+    stuck = asyncio.Event()
+
     class Stuck(Collect):
         async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
             if self.got:
+                stuck.set()
                 await asyncio.sleep(3600)
             self.got.append(kwargs["id"])
 
@@ -236,7 +216,7 @@ async def test_cancel_at_the_grace_limit_keeps_what_was_delivered(spool):
     await put(spool, record(), record(), record())
     worker = Worker("c", Stuck(), spool, FAST)
     worker.start()
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(stuck.wait(), 5)  # the first delivered, the second hanging
     await worker.stop(grace=0.1)
     assert spool.cursors["c"] == 1  # the first was delivered; the other two come again
 
@@ -246,12 +226,9 @@ async def test_new_commits_wake_an_idle_worker(spool):
     await spool.ensure_cursor("c")
     worker = Worker("c", backend, spool, FAST)
     worker.start()
-    await asyncio.sleep(0.02)
+    await eventually(lambda: worker.state == "running")  # started, found nothing: idle
     [r] = await put(spool, record())
-    for _ in range(100):
-        if backend.got:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: backend.got, timeout=5)
     assert backend.got == [r.id]
     await worker.stop(grace=1)
 
@@ -452,10 +429,3 @@ async def test_worker_logs_carry_the_dispatcher_name(spool, caplog):
     mine = [r for r in caplog.records if r.name == "dispatchd.workers"]
     assert mine and all(getattr(r, "dispatcher", None) == "c" for r in mine)
     assert any("dead-lettered" in r.getMessage() for r in mine)
-
-
-async def eventually(check: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
