@@ -2,15 +2,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import BaseModel
 
@@ -19,8 +14,8 @@ from dispatchd.dispatchers.database import DatabaseDispatcher, DatabaseOptions
 from dispatchd.errors import PluginError, Problem
 
 from .support import TESTPLUGINS
+from .support.daemon import DISPATCHD, Daemon
 
-DISPATCHD = Path(sys.executable).parent / "dispatchd"
 NODUMP = "implements neither dump() nor dump_batch()"
 
 
@@ -193,50 +188,17 @@ def test_options_that_contradict_the_type_argument_fail_at_definition():
 # -- the real daemon shows a dispatcher without dump as failed, with why ---------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def test_the_daemon_reports_a_dispatcher_without_dump_as_failed(tmp_path):
-    port = _free_port()
-    path = tmp_path / "d.toml"
-    path.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\n[spool]\npath = "{tmp_path}/spool.db"\n'
-        f'[dispatch]\nenabled = ["jsonfile", "nodump"]\n'
-        f'[dispatchers.jsonfile]\npath = "{tmp_path}/events.jsonl"\n'
-    )
-    env = {**os.environ, "PYTHONPATH": str(TESTPLUGINS)}
-    log = tmp_path / "daemon.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(DISPATCHD), "serve", "-c", str(path)], stdout=out, stderr=out,
-                                env=env)
+async def test_the_daemon_reports_a_dispatcher_without_dump_as_failed(tmp_path):
+    daemon = Daemon(tmp_path, ["jsonfile", "nodump"])
+    await daemon.start()
     try:
-        states = _dispatchers_when_up(f"http://127.0.0.1:{port}", proc, log)
-        assert states["jsonfile"]["state"] in ("starting", "running")
-        assert states["nodump"]["state"] == "failed"
-        assert NODUMP in states["nodump"]["last_error"]
+        async with aiohttp.ClientSession() as session:
+            states = await daemon.dispatchers(session)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
-
-
-def _dispatchers_when_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            return {d["name"]: d for d in _get(url + "/v1/dispatchers")["dispatchers"]}
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"dispatchd did not answer within 20s:\n{log.read_text()}")
+        daemon.kill()
+    assert states["jsonfile"]["state"] in ("starting", "running")
+    assert states["nodump"]["state"] == "failed"
+    assert NODUMP in states["nodump"]["last_error"]
 
 
 def test_a_reload_applies_the_common_keys_live_and_restarts_for_options():
