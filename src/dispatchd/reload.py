@@ -19,6 +19,7 @@ from watchfiles import awatch
 
 from .config import Config
 from .errors import Problem
+from .registry import COMMON_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,6 @@ def plan(old: Config, new: Config, failed: set[str]) -> Plan:
 def _options(config: Config, name: str) -> dict[str, object]:
     # The common keys (level, timeout, max_attempts) are the worker's policy: they are applied
     # to the running worker, not by restarting it.
-    from .registry import COMMON_KEYS
-
     return {k: v for k, v in config.dispatcher_table(name).items() if k not in COMMON_KEYS}
 
 
