@@ -13,12 +13,15 @@ from dispatchd.spool import Spool
 from dispatchd.workers import Policy, Worker
 
 from .support.backends import Collect, put
+from .support.config import toml_text
 from .support.daemon import eventually
 from .support.records import record
 
 
-def cfg(enabled: list[str], tables: str = "", server: str = "") -> config.Config:
-    return config.parse(f"[server]\n{server}\n[dispatch]\nenabled = {enabled!r}\n{tables}")
+def cfg(enabled: list[str], **dispatchers: dict) -> config.Config:
+    """A config with ``enabled`` dispatchers and these dispatchers' tables, defaults elsewhere."""
+    data = {"dispatch": {"enabled": enabled}, "dispatchers": dispatchers}
+    return config.parse(toml_text(data))
 
 
 def test_plan_starts_stops_and_keeps():
@@ -28,14 +31,14 @@ def test_plan_starts_stops_and_keeps():
 
 
 def test_changed_options_restart_only_that_dispatcher():
-    old = cfg(["database", "jsonfile"], '[dispatchers.jsonfile]\npath = "a"')
-    new = cfg(["database", "jsonfile"], '[dispatchers.jsonfile]\npath = "b"')
+    old = cfg(["database", "jsonfile"], jsonfile={"path": "a"})
+    new = cfg(["database", "jsonfile"], jsonfile={"path": "b"})
     assert plan(old, new, set()) == Plan(restart=("jsonfile",))
 
 
 def test_a_level_change_is_applied_in_place_not_by_restart():
-    old = cfg(["jsonfile"], '[dispatchers.jsonfile]\npath = "a"')
-    new = cfg(["jsonfile"], '[dispatchers.jsonfile]\npath = "a"\nlevel = "ERROR"')
+    old = cfg(["jsonfile"], jsonfile={"path": "a"})
+    new = cfg(["jsonfile"], jsonfile={"path": "a", "level": "ERROR"})
     assert plan(old, new, set()) == Plan()
 
 
@@ -45,7 +48,8 @@ def test_failed_dispatchers_are_tried_again():
 
 def test_server_and_spool_changes_need_a_restart():
     old = cfg(["database"])
-    new = config.parse("[server]\nport = 9999\n[spool]\nsync = 'full'\n[dispatch]\nlevel = 40")
+    new = config.parse(toml_text({"server": {"port": 9999}, "spool": {"sync": "full"},
+                                  "dispatch": {"level": 40}}))
     assert plan(old, new, set()).restart_required == ("server.port", "spool.sync")
 
 
