@@ -16,8 +16,9 @@ from dispatchd import spool as spool_module
 from dispatchd.errors import SpoolFull, SpoolLocked, SpoolLowSpace, SpoolUnavailable
 from dispatchd.lock import Holder, SpoolLock, lock_path, read_holder
 from dispatchd.spool import DeadLetter, Row, Spool
+from tests.support.daemon import eventually
 
-from .test_spool_safety import small_filesystem, until
+from .test_spool_safety import small_filesystem
 
 
 @pytest.fixture
@@ -235,7 +236,7 @@ async def test_lazy_cursor_moves_ride_along_with_the_next_append(spool):
     await spool.append([(20, "{}")] * 3)
     commits = spool.commits
     done = spool.move_cursor_soon("a", 2)
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a loop turn in which a commit of its own would start: none may
     assert spool.commits == commits  # no commit of its own ...
     await spool.append([(20, "{}")])
     assert spool.commits == commits + 1  # ... it went with the append's
@@ -367,7 +368,7 @@ async def test_under_the_reserve_only_new_records_are_refused(spool):
     await spool.drop_cursor("b")
     assert spool.backlog == 0 and spool.cursors == {"a": 6}
     assert await spool.dead_letter_counts() == {"a": 1, "b": 1}
-    await until(lambda: _count(spool.path, "spool") == 0)  # compacted, too
+    await eventually(lambda: _count(spool.path, "spool") == 0)  # compacted, too
     assert spool.head == 6
 
 
@@ -379,7 +380,7 @@ async def test_ingest_resumes_by_itself_when_space_returns(spool):
     spool.reserve_bytes = 1  # as if space came back: no commit needed to notice it
     commits = spool.commits
     started = time.monotonic()
-    await until(lambda: not spool.low_space, timeout=5)
+    await eventually(lambda: not spool.low_space, timeout=5)
     assert time.monotonic() - started < 2.5 and spool.commits == commits  # a check, not a commit
     assert await spool.append(rows(1)) == [1]
 
@@ -398,7 +399,7 @@ async def test_a_real_small_disk_stops_ingest_at_the_reserve_and_recovers(tmp_pa
             with pytest.raises(SpoolLowSpace):
                 await s.append(rows(1))
             ballast.unlink()
-            await until(lambda: not s.low_space, timeout=5)
+            await eventually(lambda: not s.low_space, timeout=5)
             # Filled by the spool itself: stopped at the reserve, with room left to drain.
             body = '{"x": "' + "y" * 1000 + '"}'
             accepted = 0
@@ -412,7 +413,7 @@ async def test_a_real_small_disk_stops_ingest_at_the_reserve_and_recovers(tmp_pa
             [first] = await s.read(0, 1)
             await s.dead_letter([DeadLetter("d", first, "boom", 3)])
             await s.move_cursor("d", s.head)
-            await until(lambda: not s.low_space and _count(s.path, "spool") == 0, timeout=10)
+            await eventually(lambda: not s.low_space and _count(s.path, "spool") == 0, timeout=10)
             accepted_again = 0
             for _ in range(2 * accepted // 50):  # as much again as fits, twice over, as it drains
                 accepted_again += len(await s.append([(20, body)] * 50))
@@ -438,7 +439,7 @@ async def test_the_wal_does_not_keep_a_bursts_size(tmp_path):
             await s.move_cursor("d", s.head)
         # Cut back to about a quarter of the reserve once the log restarts.
         limit = 2_000_000 // 4 // 4096 * (4096 + 24)
-        await until(lambda: wal.stat().st_size <= limit)
+        await eventually(lambda: wal.stat().st_size <= limit)
     finally:
         await s.close()
 
@@ -453,7 +454,7 @@ async def test_compaction_goes_in_bounded_steps(tmp_path, monkeypatch):
     commits = s.commits
     await s.move_cursor("d", 10)
     assert s.backlog == 0 and await s.read(0, 10) == [] and await s.oldest_accepted(0) is None
-    await until(lambda: _count(s.path, "spool") == 0)
+    await eventually(lambda: _count(s.path, "spool") == 0)
     assert s.commits - commits >= 10  # each step its own commit, driven by the writer itself
     await s.append(rows(4))
     await s.move_cursor("d", 14)
@@ -462,7 +463,7 @@ async def test_compaction_goes_in_bounded_steps(tmp_path, monkeypatch):
     await s.open()
     try:
         assert (s.head, s.floor, s.backlog) == (14, 14, 0) and await s.read(0, 10) == []
-        await until(lambda: _count(s.path, "spool") == 0)
+        await eventually(lambda: _count(s.path, "spool") == 0)
     finally:
         await s.close()
 
