@@ -198,7 +198,7 @@ class Spool:
                 raise SpoolUnavailable(f"cannot open spool {self.path}: {exc}") from exc
             raise
         self._writer = asyncio.create_task(self._write_loop(), name="spool-writer")
-        self._space_measured()
+        self._poll_while_low()
         if self._compacted < self.floor:  # what the last run had not deleted yet
             self._ops.put_nowait(_COMPACT)
 
@@ -250,9 +250,6 @@ class Spool:
 
     async def close(self) -> None:
         """Apply every queued operation, stop the writer, close both connections, then unlock."""
-        if self._space_timer is not None:
-            self._space_timer.cancel()
-            self._space_timer = None
         try:
             if self._writer is not None:
                 await self._ops.put(None)
@@ -260,6 +257,9 @@ class Spool:
                 self._writer = None
             await self._close_connections()
         finally:
+            if self._space_timer is not None:
+                self._space_timer.cancel()
+                self._space_timer = None
             if self.lock is not None:
                 self.lock.release()
                 self.lock = None
@@ -483,13 +483,14 @@ class Spool:
         batch = self._plan(ops)
         started = time.perf_counter()
         try:
-            await self._apply(batch)
+            space = await self._apply(batch)
         except Exception as exc:  # sqlite3 and OS errors alike: rolled back; the callers hear why
             log.error("spool commit of %d operations failed: %s", len(ops), exc)
             for op in ops:
                 _settle(op, SpoolUnavailable(f"spool commit failed: {exc}"))
             return
         self._after_commit(batch)
+        self._take_measure(space)
         if self._compacted < self.floor:  # the next step, after what is waiting now
             self._ops.put_nowait(_COMPACT)
         self.commits += 1
@@ -540,8 +541,8 @@ class Spool:
         rows = max(1, int(budget / self._row_bytes))
         return min(floor, self._compacted + rows)
 
-    async def _apply(self, batch: _Batch) -> None:
-        """Commit ``batch`` and measure the free space after it, in one hand-off to the thread."""
+    async def _apply(self, batch: _Batch) -> _Space | None:
+        """Commit ``batch`` and measure the space after it, in one hand-off to the thread."""
         assert self._writer_db is not None
         head, compacted = self.head, self._compacted
 
@@ -553,15 +554,14 @@ class Spool:
             return None, self._measure(db)
 
         error, space = await self._writer_db.run(work)
-        self._take_measure(space)
-        self._space_measured()
         if error is not None:
+            self._take_measure(space)
             raise error
+        return space
 
     async def _refresh(self) -> None:
         assert self._writer_db is not None
         self._take_measure(await self._writer_db.run(self._measure))  # _measure never raises
-        self._space_measured()
 
     def _measure(self, db: sqlite3.Connection) -> _Space | None:
         """The spool's space (see ``_Space.of``); ``None`` if it cannot be measured.
@@ -584,14 +584,10 @@ class Spool:
             return space
 
     def _take_measure(self, space: _Space | None) -> None:
-        if space is None:
-            self.free_bytes = None
-            return
-        self.free_bytes = space.free
-        self._row_bytes = max(1.0, space.used / max(1, self.head - self._compacted))
-
-    def _space_measured(self) -> None:
-        """Follow the last measurement: say when ingest stops or resumes, poll while low."""
+        """Follow a measurement: say when ingest stops or resumes, poll while low."""
+        self.free_bytes = None if space is None else space.free
+        if space is not None:
+            self._row_bytes = max(1.0, space.used / max(1, self.head - self._compacted))
         low = self.low_space if self.free_bytes is None else self.free_bytes < self.reserve_bytes
         if low != self.low_space:
             self.low_space = low
@@ -602,7 +598,10 @@ class Spool:
             else:
                 log.info("spool %s: %s bytes free again: accepting new events", self.path,
                          self.free_bytes)
-        if low and self._space_timer is None and self._writer is not None:
+        self._poll_while_low()
+
+    def _poll_while_low(self) -> None:
+        if self.low_space and self._space_timer is None and self._writer is not None:
             self._space_timer = asyncio.get_running_loop().call_later(
                 LOW_SPACE_POLL, self._poll_space)
 
