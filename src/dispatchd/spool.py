@@ -546,12 +546,16 @@ class Spool:
         assert self._writer_db is not None
         head, compacted = self.head, self._compacted
 
+        def write(db: sqlite3.Connection) -> tuple[int, int]:
+            _write(db, batch, head, compacted)
+            return _pages(db)  # inside the transaction: a fraction of the cost of starting one
+
         def work(db: sqlite3.Connection) -> tuple[Exception | None, _Space | None]:
             try:
-                in_transaction(db, lambda db: _write(db, batch, head, compacted))
+                pages = in_transaction(db, write)
             except Exception as exc:  # measured all the same: a full disk shows as such
                 return exc, self._measure(db)
-            return None, self._measure(db)
+            return None, self._measure(db, pages)
 
         error, space = await self._writer_db.run(work)
         if error is not None:
@@ -563,22 +567,24 @@ class Spool:
         assert self._writer_db is not None
         self._take_measure(await self._writer_db.run(self._measure))  # _measure never raises
 
-    def _measure(self, db: sqlite3.Connection) -> _Space | None:
-        """The spool's space (see ``_Space.of``); ``None`` if it cannot be measured.
+    def _measure(self, db: sqlite3.Connection, pages: tuple[int, int] | None = None) -> _Space | None:
+        """The spool's space (see ``_Space.of``; ``pages`` as ``_pages`` gives them, if read
+        already); ``None`` if it cannot be measured.
 
         Under the reserve the WAL is checkpointed and truncated, then measured again: the space
         it holds comes back. Runs on the writer's thread; never raises.
         """
         try:
-            space = _Space.of(db, self.path, self._page_size)
+            pages = pages or _pages(db)
+            space = _Space.of(pages, self.path, self._page_size)
         except (OSError, sqlite3.Error) as exc:
             log.warning("spool %s: cannot measure the free space: %s", self.path, exc)
             return None
         if not self.reserve_bytes or space.free >= self.reserve_bytes:
             return space
         try:
-            _checkpoint(db)
-            return _Space.of(db, self.path, self._page_size)
+            _checkpoint(db)  # moves pages from the WAL into the file: their number is the same
+            return _Space.of(pages, self.path, self._page_size)
         except (OSError, sqlite3.Error) as exc:  # the first figure stands
             log.debug("spool %s: low-space checkpoint failed: %s", self.path, exc)
             return space
@@ -650,16 +656,22 @@ class _Space:
     used: int  # bytes the database's pages in use take
 
     @classmethod
-    def of(cls, db: sqlite3.Connection, path: Path, page_size: int) -> _Space:
+    def of(cls, counts: tuple[int, int], path: Path, page_size: int) -> _Space:
         """Free: the filesystem's free bytes, plus the pages SQLite reuses inside the file (a
         compacted spool does not shrink it), minus what the file still grows by when the WAL's
-        new pages are checkpointed into it."""
-        (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
-        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        new pages are checkpointed into it. ``counts``: pages in all, pages free."""
+        pages, free_pages = counts
         fs = os.statvfs(path.parent)
         growth = max(0, pages * page_size - path.stat().st_size)
         free = int(fs.f_bavail * fs.f_frsize + free_pages * page_size - growth)
         return cls(max(0, free), (pages - free_pages) * page_size)
+
+
+def _pages(db: sqlite3.Connection) -> tuple[int, int]:
+    """The database's pages: in all, and free for reuse."""
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
+    return int(pages), int(free_pages)
 
 
 def _checkpoint(db: sqlite3.Connection) -> None:
