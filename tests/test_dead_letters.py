@@ -34,7 +34,7 @@ async def test_list_replay_to_one_dispatcher_and_purge(tmp_path):
             before = await daemon.dispatchers(session)
             assert before["flaky"]["dead_lettered"] == 3 and before["database"]["delivered"] == 3
 
-            listed = cli(daemon, "list", "--dispatcher", "flaky")
+            listed = cli(daemon, "list", "--json", "--dispatcher", "flaky")
             assert listed.returncode == 0, listed.stderr
             letters = [json.loads(line) for line in listed.stdout.splitlines()]
             assert [letter["record"]["id"] for letter in letters] == ids
