@@ -4,13 +4,14 @@ Every write (appends, cursor moves, dead letters) goes through one writer task t
 operations waiting, applies them in one transaction and then answers them all. Records get
 consecutive sequence numbers, so the backlog is ``head - floor`` without counting rows, and rows
 at or below every cursor (the floor) are deleted by the commits that follow, a bounded step each,
-so that no single commit needs more than a fraction of the reserve.
-The last ``RECENT`` committed records stay in memory, decoded, so a worker that keeps up with
-ingest takes them from there instead of reading and decoding them again.
+so that no single commit needs more than a fraction of the reserve. The last ``RECENT``
+committed records stay in memory, decoded, so a worker that keeps up with ingest takes them from
+there instead of reading and decoding them again.
 
 Safety: ``open`` takes the spool's lock file first (one daemon per spool, ``dispatchd.lock``), and
-ingest stops while the free space (the filesystem's plus the pages SQLite can reuse inside the
-file) is under ``reserve_bytes``, so that cursor moves, dead letters and compaction always fit.
+ingest stops while the free space (the filesystem's, plus the pages SQLite can reuse inside the
+file, less what the WAL still adds to it) is under ``reserve_bytes``, so that cursor moves, dead
+letters and compaction always fit. The WAL is kept to a quarter of the reserve.
 """
 
 from __future__ import annotations
