@@ -6,31 +6,16 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from dispatchd import sqlite
 
 from .support import TESTPLUGINS
-from .support.config import config_data, toml_text
-from .support.records import record
 
 if str(TESTPLUGINS) not in sys.path:
     # In-process tests discover the test plugins' entry points through this dist-info.
     sys.path.insert(0, str(TESTPLUGINS))
-
-
-# -- transitional: for test modules still importing helpers from here ---------------------------
-# Test modules import helpers from tests.support, never from this file; these names stay only
-# until the modules being edited elsewhere have switched.
-
-__all__ = ["TESTPLUGINS", "config_text", "record"]
-
-
-def config_text(tmp: Path, enabled: list[str], port: int = 0, extra: str = "") -> str:
-    """Deprecated: ``tests.support.config.config_data`` and ``write_config`` instead."""
-    return toml_text(config_data(tmp, enabled, port)) + "\n" + extra
 
 
 # -- no stray SQLite threads ------------------------------------------------------------------------

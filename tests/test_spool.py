@@ -16,9 +16,9 @@ from dispatchd import spool as spool_module
 from dispatchd.errors import SpoolFull, SpoolLocked, SpoolLowSpace, SpoolUnavailable
 from dispatchd.lock import Holder, SpoolLock, lock_path, read_holder
 from dispatchd.spool import DeadLetter, Row, Spool
-from tests.support.daemon import eventually
 
-from .test_spool_safety import small_filesystem
+from .support.daemon import eventually
+from .support.fs import small_filesystem
 
 
 @pytest.fixture
