@@ -73,11 +73,12 @@ class Stream:
 
 @contextlib.asynccontextmanager
 async def streaming(
-    session: aiohttp.ClientSession, url: str, writers: int = 1, **options: object
+    session: aiohttp.ClientSession, url: str, writers: int = 1, *, size: int = 5,
+    until_gone: bool = False, pause: float = 0.0,
 ) -> AsyncIterator[Stream]:
-    """Run ``writers`` writers of one ``Stream(url, **options)`` for the ``async with`` body; on
-    leaving, stop them and wait for each to finish its request in flight."""
-    stream = Stream(url, **options)  # type: ignore[arg-type]
+    """Run ``writers`` writers of one ``Stream`` for the ``async with`` body; on leaving, stop
+    them and wait for each to finish its request in flight."""
+    stream = Stream(url, size=size, until_gone=until_gone, pause=pause)
     tasks = [asyncio.create_task(stream.run(session)) for _ in range(writers)]
     try:
         yield stream
