@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic_core import to_json
 
@@ -60,17 +60,24 @@ async def post_events(request: web.Request) -> web.Response:
         raise Stopping("dispatchd is shutting down")
     content_type = _media_type(request)
     wait = _wait_timeout(request)
+    server = ctx.server
+    length = request.content_length
+    if length is not None and length > server.max_body_bytes:  # before it can hold the budget
+        raise web.HTTPRequestEntityTooLarge(server.max_body_bytes, length)
     # The budget is taken before the body is read: a request that waits for it leaves its body
     # in the kernel's socket buffer (aiohttp stops reading), not in the daemon's memory.
-    async with ctx.budget.hold(request.content_length or ctx.server.max_body_bytes):
-        body = await _read_body(request, ctx.server.read_timeout)
-        records = decode_records(body, content_type, ctx.server.max_batch)
+    async with ctx.budget.hold(server.max_body_bytes if length is None else length):
+        body = await _read_body(request, server.max_body_bytes, server.read_timeout)
+        records = decode_records(body, content_type, server.max_batch)
         del body
         seqs = await core.ingest(records)
     answer: dict[str, Any] = {"accepted": len(records), "ids": [r.id for r in records]}
     if wait is None or not records:
         return json_response(answer, status=202)
-    answer["delivery"] = await core.wait_delivered(records, seqs, wait)
+    # Only counts are kept across the wait: the records themselves are not held meanwhile.
+    filtered = core.filtered_counts(records)
+    del records
+    answer["delivery"] = await core.wait_delivered(seqs[0], seqs[-1], filtered, wait)
     # 200: every dispatcher has them. 202: still accepted and durable, but not (all) delivered.
     done = all(d["status"] == "delivered" for d in answer["delivery"].values())
     return json_response(answer, status=200 if done else 202)
@@ -93,16 +100,29 @@ def _media_type(request: web.Request) -> str:
     return content_type
 
 
-async def _read_body(request: web.Request, timeout: float) -> bytes:
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     try:
         if request.content.is_eof():  # all of it is here already: no timer to arm and cancel
-            return await request.read()
+            return await _stream_body(request.content, limit)
         async with asyncio.timeout(timeout):
-            return await request.read()
+            return await _stream_body(request.content, limit)
     except TimeoutError:
         raise ApiError(408, "request_timeout", "the request body did not arrive in time") from None
     except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
         raise ApiError(400, "bad_body", f"the request body cannot be read: {exc}") from None
+
+
+async def _stream_body(stream: StreamReader, limit: int) -> bytes:
+    """The body, read from the stream: ``request.read()`` would keep a copy on the request, which
+    an idle keep-alive connection holds until its next request, outside the in-flight budget."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(limit, size)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _wait_timeout(request: web.Request) -> float | None:

@@ -48,7 +48,7 @@ class ServerConfig(_Section):
     read_timeout: PositiveFloat = 30.0  # a request body must arrive within this
     # Request bodies held at once (read, decoded, waiting for the commit); beyond it a request
     # waits up to inflight_wait seconds, then gets 503 + Retry-After. Bounds the daemon's memory.
-    max_inflight_bytes: PositiveInt = 32 * 1024 * 1024
+    max_inflight_bytes: PositiveInt = 8 * 1024 * 1024
     inflight_wait: PositiveFloat = 2.0
     # asyncio by measurement (docs/performance.md): as many single-record requests/s as uvloop,
     # and under batch overload its workers keep up where uvloop's fall behind.

@@ -200,11 +200,15 @@ class Core:
         self.accepted += len(seqs)
         return seqs
 
+    def filtered_counts(self, records: Sequence[Record]) -> dict[str, int]:
+        """Per enabled dispatcher that runs: how many of ``records`` its filters leave out."""
+        return {name: sum(not worker.policy.wants(r) for r in records)
+                for name, worker in self.workers.items()}
+
     async def wait_delivered(
-        self, records: Sequence[Record], seqs: Sequence[int], timeout: float
+        self, first: int, last: int, filtered: dict[str, int], timeout: float
     ) -> dict[str, dict[str, Any]]:
-        """Per enabled dispatcher: has it handled these records within ``timeout``, and how."""
-        first, last = seqs[0], seqs[-1]
+        """Per enabled dispatcher: has it handled seqs ``first..last`` within ``timeout``, and how."""
 
         async def one(name: str) -> tuple[str, dict[str, Any]]:
             worker = self.workers.get(name)
@@ -212,8 +216,7 @@ class Core:
                 return name, {"status": "failed", "error": self.failures.get(name)}
             if not await worker.wait_for_cursor(last, timeout):
                 return name, {"status": "pending", "error": worker.stats.last_error}
-            filtered = sum(not worker.policy.wants(r) for r in records)
-            return name, {"status": "delivered", "filtered": filtered}
+            return name, {"status": "delivered", "filtered": filtered.get(name, 0)}
 
         results = dict(await asyncio.gather(*(one(n) for n in self.config.dispatch.enabled)))
         for name, count in (await self.spool.dead_lettered_between(first, last)).items():

@@ -35,6 +35,9 @@ from .sqlite import Connection, in_transaction
 log = logging.getLogger(__name__)
 
 RECENT = 4096  # committed records kept in memory, decoded (~5 KB each), for workers that keep up
+# ... and at most this much body text: with large records the count alone let the window grow to
+# most of a gigabyte (100 KB records), outside every other memory bound.
+RECENT_BYTES = 16 * 1024 * 1024
 LAZY_CURSORS = 0.1  # seconds a worker's cursor move may wait to ride along with an append
 LOW_SPACE_POLL = 1.0  # seconds between free-space checks while under the reserve
 WAL_PAGES = 1000  # SQLite's auto-checkpoint default; fewer when a quarter of the reserve is less
@@ -168,7 +171,8 @@ class Spool:
         self._queued = 0  # records appended but not yet committed
         self._writer_db: Connection | None = None
         self._reader_db: Connection | None = None
-        self._recent: deque[Row] = deque(maxlen=RECENT)
+        self._recent: deque[Row] = deque()
+        self._recent_bytes = 0
         self._ops: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._listeners: set[asyncio.Event] = set()
@@ -217,6 +221,7 @@ class Spool:
 
     async def _open_files(self) -> None:
         self._recent.clear()
+        self._recent_bytes = 0
         self._writer_db = await Connection.open(self.path, self.sync)
         reserve = self.reserve_bytes
         self._page_size = await self._writer_db.run(lambda db: _prepare(db, reserve))
@@ -612,6 +617,14 @@ class Spool:
             self._space_timer = asyncio.get_running_loop().call_later(
                 LOW_SPACE_POLL, self._poll_space)
 
+    def _remember(self, rows: list[Row]) -> None:
+        """Keep the newest rows in memory, within ``RECENT`` rows and ``RECENT_BYTES`` of body."""
+        recent = self._recent
+        recent.extend(rows)
+        self._recent_bytes += sum(len(row.body) for row in rows)
+        while len(recent) > RECENT or (self._recent_bytes > RECENT_BYTES and len(recent) > 1):
+            self._recent_bytes -= len(recent.popleft().body)
+
     def _poll_space(self) -> None:
         self._space_timer = None
         self._ops.put_nowait(_REFRESH)
@@ -620,7 +633,7 @@ class Spool:
         self.head = batch.head
         self.floor = batch.floor
         self._compacted = batch.compact_to
-        self._recent.extend(batch.appends)
+        self._remember(batch.appends)
         self.cursors.update(batch.cursors)
         for name in batch.dropped:
             self.cursors.pop(name, None)
