@@ -14,6 +14,7 @@ from dispatchd.models import Record
 from dispatchd.spool import Spool
 from dispatchd.workers import Policy, Worker
 
+from .support.daemon import eventually
 from .support.records import record
 
 
@@ -123,10 +124,7 @@ async def test_a_worker_whose_start_is_cut_off_leaves_no_sqlite_thread(tmp_path,
                                      DatabaseOptions(url=f"sqlite:///{tmp_path}/ev.db"))
         worker = Worker("database", backend, spool, Policy(timeout=10.0))
         worker.start()
-        deadline = asyncio.get_running_loop().time() + 5
-        while not _threads_for("ev.db"):  # start is opening, held by the lock
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(lambda: _threads_for("ev.db"), timeout=5)  # opening, held by the lock
         asyncio.get_running_loop().call_later(0.1, locked_db.execute, "ROLLBACK")
         await worker.stop(grace=0.0)  # cancels the start in progress; the worker closes
     finally:
