@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,15 +18,15 @@ from .support.stream import streaming
 
 
 @pytest.fixture
-async def make_daemon(tmp_path: Path) -> AsyncIterator[type[Daemon]]:
+async def make_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Daemon]]:
     made: list[Daemon] = []
 
-    def factory(enabled: list[str], **sections: dict) -> Daemon:
+    def factory(enabled: list[str], **sections: Any) -> Daemon:
         daemon = Daemon(tmp_path, enabled, **sections)
         made.append(daemon)
         return daemon
 
-    yield factory  # type: ignore[misc]
+    yield factory
     for daemon in made:
         daemon.kill()
 
