@@ -32,7 +32,7 @@ async def test_one_record_array_and_ndjson_are_accepted(daemon):
     headers = {"Content-Type": "application/x-ndjson"}
     async with session.post(url + "/v1/events", data=ndjson, headers=headers) as resp:
         assert resp.status == 202 and (await resp.json())["accepted"] == 4
-    assert service.spool.head == 8
+    assert service.core.spool.head == 8
 
 
 async def test_accepted_means_committed(tmp_path):
@@ -66,7 +66,7 @@ async def test_one_bad_record_rejects_the_whole_request(daemon):
     assert error["code"] == "validation_failed"
     assert error["details"][0]["index"] == 2
     assert error["details"][0]["field"] == "action.entity.type"
-    assert service.spool.head == 0
+    assert service.core.spool.head == 0
 
 
 async def test_ndjson_errors_name_the_record_index(daemon):
@@ -80,7 +80,7 @@ async def test_ndjson_errors_name_the_record_index(daemon):
     lines[2] = "{nope"
     async with session.post(url + "/v1/events", data="\n".join(lines), headers=headers) as resp:
         assert resp.status == 400 and (await error_of(resp))["code"] == "bad_json"
-    assert service.spool.head == 0
+    assert service.core.spool.head == 0
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ async def test_malformed_bodies(daemon, data, status, code):
     async with session.post(url + "/v1/events", data=data, headers=headers) as resp:
         assert resp.status == status
         assert (await error_of(resp))["code"] == code
-    assert service.spool.head == 0
+    assert service.core.spool.head == 0
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "application/xml", "application/json; charset=latin-1"])
@@ -119,7 +119,7 @@ async def test_body_over_max_body_bytes_is_413(tmp_path):
             assert (await error_of(resp))["code"] == "request_entity_too_large"
         async with session.post(url + "/v1/events", json=record(reason="x" * 100)) as resp:
             assert resp.status == 202
-        assert service.spool.head == 1
+        assert service.core.spool.head == 1
 
 
 async def test_more_records_than_max_batch_is_422(tmp_path):
@@ -133,7 +133,7 @@ async def test_more_records_than_max_batch_is_422(tmp_path):
             assert resp.status == 422
         async with session.post(url + "/v1/events", json=[record()] * 3) as resp:
             assert resp.status == 202
-        assert service.spool.head == 3
+        assert service.core.spool.head == 3
 
 
 async def test_full_spool_is_503_with_retry_after_and_recovers(tmp_path):
@@ -189,13 +189,17 @@ async def test_dispatcher_status(tmp_path):
     assert status["database"]["enabled"] and status["database"]["state"] in ("starting", "running")
     assert status["broken"]["state"] == "failed" and "ImportError" in status["broken"]["last_error"]
     assert status["nope"]["state"] == "failed" and "no dispatcher named" in status["nope"]["last_error"]
+    # A disabled dispatcher has every field of an enabled one, at zero.
     assert status["jsonfile"] == {"name": "jsonfile", "enabled": False, "state": "stopped",
-                                  "backlog": 0, "dead_letters": 0}
+                                  "backlog": 0, "delivered": 0, "skipped": 0, "failed": 0,
+                                  "dead_lettered": 0, "dead_letters": 0, "last_error": None,
+                                  "lag_seconds": 0.0}
+    assert set(status["database"]) == set(status["jsonfile"])
 
 
 async def test_shutdown_answers_503(daemon):
     service, session, url = daemon
-    service.stopping = True
+    service.core.stopping = True
     async with session.post(url + "/v1/events", json=record()) as resp:
         assert resp.status == 503 and resp.headers["Retry-After"]
         assert (await error_of(resp))["code"] == "shutting_down"
@@ -238,4 +242,4 @@ async def test_bad_wait_parameters_are_422(daemon, query):
     service, session, url = daemon
     async with session.post(url + "/v1/events?" + query, json=record()) as resp:
         assert resp.status == 422 and (await error_of(resp))["code"] == "invalid_parameter"
-    assert service.spool.head == 0
+    assert service.core.spool.head == 0

@@ -61,7 +61,7 @@ async def test_a_full_disk_answers_503_and_keeps_what_was_accepted(tmp_path):
     async with run_service(tmp_path, ["flaky"]) as (service, session, url):
         status, first = await post(session, url + "/v1/events", [record()] * 10)
         assert status == 202
-        writer = service.spool._writer_db
+        writer = service.core.spool._writer_db
         assert writer is not None
         (pages,) = await writer.run(lambda db: db.execute("PRAGMA page_count").fetchone())
         # The disk is now full.

@@ -11,7 +11,6 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from dispatchd import openapi
-from dispatchd.api import make_app
 
 from .support.inprocess import run_service
 from .support.records import record
@@ -25,7 +24,8 @@ async def served(tmp_path) -> tuple[dict[str, Any], set[tuple[str, str]]]:
         async with session.get(url + "/v1/openapi.json") as resp:
             assert resp.status == 200 and resp.content_type == "application/json"
             document = await resp.json()
-        app = make_app(service)  # the routes the running app was built with
+        app = service.app  # the routes the running app was built with
+        assert app is not None
     # aiohttp adds a HEAD route beside each GET on its own; HEAD is not part of the API.
     routes = {(r.method.lower(), r.resource.canonical) for r in app.router.routes()
               if r.resource is not None and r.method != "HEAD"}

@@ -47,6 +47,7 @@ class Service:
         self.budget = ByteBudget(server.max_inflight_bytes, server.inflight_wait)
         self.metrics = Metrics(self.core, self.budget)
         self.port: int | None = None
+        self.app: web.Application | None = None  # once started
         self.force_exit = False
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -111,7 +112,7 @@ class Service:
     async def _start_http(self, tls: ssl.SSLContext | None) -> str:
         server = self.config.server
         assert self._sock is not None
-        app = make_app(Context(self.core, self.metrics, self.budget, server))
+        app = self.app = make_app(Context(self.core, self.metrics, self.budget, server))
         access: dict[str, Any] = {"access_log": None}
         if self.config.log.access:
             access = {"access_log": logging.getLogger(logs.ACCESS_LOGGER),
