@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from .support import TESTPLUGINS
 from .support.config import config_data, write_config
 from .support.daemon import DISPATCHD, Daemon, eventually, free_port
 from .support.records import record
-
-pytestmark = pytest.mark.integration
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     filter(None, [str(TESTPLUGINS), os.environ.get("PYTHONPATH")]))}
