@@ -204,3 +204,10 @@ def test_plugin_problems_are_what_serve_warns_about():
                                          ("dispatchers", "database", "max_attempts")]
     assert all(isinstance(p, Problem) for p in problems)
     assert validation.plugin_problems(config.parse("")) == []
+
+
+def test_a_spool_smaller_than_one_batch_is_rejected():
+    # Otherwise a full-size batch would be answered 503 with Retry-After forever.
+    with pytest.raises(ConfigError) as info:
+        config.parse("[server]\nmax_batch = 100\n[spool]\nmax_events = 99\n")
+    assert "spool.max_events (99) must be at least server.max_batch (100)" in str(info.value)
