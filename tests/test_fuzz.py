@@ -102,6 +102,10 @@ class LiveDaemon:
         async with run_service(self.tmp, **self.options) as (service, _, url):
             self.service, self.url = service, url
             self.port = service.port or 0
+            # The dispatchers' connections open in their workers, after start-up returns: wait,
+            # so that the first test is not blamed for the threads they start.
+            while any(w.state == "starting" for w in service.core.workers.values()):
+                await asyncio.sleep(0.01)
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
             self._ready.set()
             await self._stop.wait()
