@@ -12,7 +12,6 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,64 +20,17 @@ import pytest
 
 from dispatchd.lock import Holder, read_holder
 from dispatchd.spool import DeadLetter, Spool
-from tests.support import TESTPLUGINS
-from tests.support.config import config_data, write_config
-from tests.support.daemon import DISPATCHD, Daemon, eventually, free_port, post
-from tests.support.records import record
+
+from .support import TESTPLUGINS
+from .support.config import config_data, write_config
+from .support.daemon import DISPATCHD, Daemon, eventually, free_port, post
+from .support.fs import read_only, small_filesystem
+from .support.records import record
 
 HELD = 100_000  # max_attempts for a dispatcher held back: it waits, it never dead-letters
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def needs_root(what: str) -> None:
-    """Skip without root, except under ``CI=true``, where nothing may skip."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} needs root (CI=true: no skipping)")
-        pytest.skip(f"{what} needs root")
-
-
-@contextlib.contextmanager
-def small_filesystem(path: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of ``size`` (``"8m"``) mounted at ``path``, unmounted afterwards."""
-    needs_root("mounting a small filesystem")
-    path.mkdir(parents=True, exist_ok=True)
-    _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)])
-    try:
-        yield path
-    finally:
-        _unmount(path)
-
-
-@contextlib.contextmanager
-def read_only(path: Path) -> Iterator[Path]:
-    """``path`` made unwritable, even for root (a read-only bind mount); as it was afterwards."""
-    if os.geteuid() != 0:  # permissions are enough for anyone else
-        mode = path.stat().st_mode
-        path.chmod(0o555)
-        try:
-            yield path
-        finally:
-            path.chmod(mode)
-        return
-    _run(["mount", "--bind", str(path), str(path)])
-    try:
-        _run(["mount", "-o", "remount,bind,ro", str(path)])
-        yield path
-    finally:
-        _unmount(path)
-
-
-def _run(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(command)}: {done.stderr}"
-
-
-def _unmount(path: Path) -> None:
-    if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
-        _run(["umount", "-l", str(path)])  # still busy: detach it now, freed when let go
 
 
 def serve(config: Path, cwd: Path, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
