@@ -24,6 +24,9 @@ from .models import Level
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+# A daemon listening on every address is reached on loopback.
+_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -68,6 +71,12 @@ class ServerConfig(_Section):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         return self
+
+    def url(self, port: int | None = None) -> str:
+        """How a client on this machine reaches the daemon (at ``port``, if not the configured one)."""
+        host = _ANY_ADDRESS.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port if port is None else port}"
 
     def tokens(self) -> tuple[str, ...]:
         """``auth_tokens`` plus the lines of ``auth_tokens_file``."""

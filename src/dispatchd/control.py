@@ -22,9 +22,6 @@ from .config import ServerConfig, SpoolConfig
 from .errors import ConfigError, DispatchdError, Problem
 from .lock import read_holder
 
-# A daemon listening on every address is reached on loopback.
-_ANY = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-
 
 class Unreachable(DispatchdError):
     """No answer from the daemon; the message names the address tried and why that one."""
@@ -89,10 +86,7 @@ def _toml(path: str, error: ConfigError) -> dict[str, Any]:
 
 def config_url(server: ServerConfig) -> str:
     """The daemon's URL according to ``[server]``."""
-    host = _ANY.get(server.host, server.host)
-    host = f"[{host}]" if ":" in host else host
-    scheme = "https" if server.tls_cert else "http"
-    return f"{scheme}://{host}:{server.port}"
+    return server.url()
 
 
 def locate(found: Settings) -> Target:

@@ -125,7 +125,7 @@ class Service:
         await self._runner.setup()
         _cap_connections(self._runner.server, server.max_connections)
         await web.SockSite(self._runner, self._sock, ssl_context=tls).start()
-        return f"{'https' if tls else 'http'}://{_reachable(server.host)}:{self.port}"
+        return server.url(self.port)
 
     async def _stop_http(self) -> None:
         if self._runner is not None:
@@ -177,12 +177,6 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise DispatchdError(f"cannot listen on {host}:{port}: {exc}") from None
     return sock
-
-
-def _reachable(host: str) -> str:
-    """How a client on this machine reaches a socket bound to ``host``."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"[{host}]" if ":" in host else host
 
 
 def _cap_connections(server: web.Server | None, cap: int) -> None:
