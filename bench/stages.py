@@ -29,8 +29,9 @@ async def validate_only(request: web.Request) -> web.Response:
     """``api.post_events`` up to, not including, ``core.ingest``."""
     content_type = api._media_type(request)
     api._wait_timeout(request)
-    body = await api._read_body(request, 10.0)
-    records = decode_records(body, content_type, request.app[api.CONTEXT].server.max_batch)
+    server = request.app[api.CONTEXT].server
+    body = await api._read_body(request, server.max_body_bytes, 10.0)
+    records = decode_records(body, content_type, server.max_batch)
     for record in records:
         record.model_dump_json()  # what ingest hands the spool
     return api.json_response({"accepted": len(records), "ids": [r.id for r in records]}, status=202)
