@@ -394,8 +394,12 @@ async def test_a_real_small_disk_stops_ingest_at_the_reserve_and_recovers(tmp_pa
             # Space taken by someone else, then given back: no restart, no commit needed.
             ballast = fs / "ballast"
             ballast.write_bytes(b"\0" * (_fs_free(fs) - 1_000_000))
-            await s.move_cursor("d", 0)
-            assert s.low_space
+
+            async def low_after_a_commit() -> bool:  # measured within MEASURE_INTERVAL
+                await s.move_cursor("d", 0)
+                return s.low_space
+
+            await eventually(low_after_a_commit, timeout=2)
             with pytest.raises(SpoolLowSpace):
                 await s.append(rows(1))
             ballast.unlink()
