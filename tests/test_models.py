@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -38,7 +37,7 @@ def test_level_names():
 def test_id_and_timestamp_are_generated_when_absent():
     before = datetime.now(UTC)
     r = Record.model_validate(record())
-    assert uuid.UUID(r.id).version == 7
+    assert uuid.UUID(r.id).version == 4
     assert before <= r.timestamp <= datetime.now(UTC)
 
 
@@ -122,17 +121,43 @@ def test_extra_becomes_meta_data():
 
 def test_dump_kwargs_are_senlins():
     r = Record.model_validate(record())
-    assert set(r.dump_kwargs()) == {"timestamp", "phase", "reason", "extra", "id"}
+    assert set(r.dump_kwargs()) == {"timestamp", "phase", "reason", "extra", "id", "context"}
 
 
-def test_generated_ids_are_time_ordered_uuid7():
-    first = Record.model_validate({"level": "INFO", "action": {"action": "NODE_CREATE"}})
-    millisecond = time.time_ns() // 1_000_000
-    while time.time_ns() // 1_000_000 == millisecond:  # the next id falls in a later millisecond
-        pass
-    second = Record.model_validate({"level": "INFO", "action": {"action": "NODE_CREATE"}})
-    assert uuid.UUID(first.id).version == 7 and uuid.UUID(second.id).version == 7
-    # Later ids sort after earlier ones (by their millisecond prefix): stores append, not scatter.
-    assert first.id < second.id
-    assert len({Record.model_validate({"level": 20, "action": {"action": "X"}}).id
-                for _ in range(1000)}) == 1000
+def test_generated_ids_are_uuid4_with_distinct_short_ids():
+    ids = [Record.model_validate({"level": 20, "action": {"action": "X"}}).id for _ in range(1000)]
+    assert all(uuid.UUID(i).version == 4 for i in ids)
+    # Senlin's short-id lookup matches on a prefix: events made together must not share theirs.
+    assert len({i[:8] for i in ids}) == 1000
+
+
+def test_senlin_attributes_of_cluster_node_action_and_context_are_accepted():
+    r = Record.model_validate(record(
+        action={"action": "CLUSTER_SCALE_OUT", "created_at": "2026-12-01T06:00:00Z",
+                "start_time": 1.5, "end_time": None, "timeout": 3600,
+                "entity": {"type": "CLUSTER", "id": "c1", "profile_id": "p1", "min_size": 0,
+                           "max_size": -1, "desired_capacity": 2, "timeout": 3600,
+                           "init_at": "2026-12-01T05:00:00Z", "metadata": {"k": "v"},
+                           "dependents": {}, "domain": None}},
+        context={"user_id": "u9", "project_id": "p9", "roles": ["admin"], "is_admin": True,
+                 "request_id": "req-1"},
+    ))
+    assert r.action.entity is not None and r.action.entity.desired_capacity == 2
+    assert r.action.start_time == 1.5
+    # Senlin's database dispatcher reads user and project from the request context.
+    assert (r.derived().user, r.derived().project) == ("u9", "p9")
+
+
+@pytest.mark.parametrize(("entity", "wrong"), [
+    ({"type": "NODE", "min_size": 1}, "min_size"),
+    ({"type": "CLUSTER", "physical_id": "x"}, "physical_id"),
+])
+def test_attributes_of_the_other_kind_of_entity_are_rejected(entity, wrong):
+    with pytest.raises(ValidationError, match=wrong):
+        Record.model_validate(record(action={"action": "X", "entity": entity}))
+
+
+@pytest.mark.parametrize("secret", ["auth_token", "password", "auth_token_info", "nope"])
+def test_context_rejects_credentials_and_unknown_keys(secret):
+    with pytest.raises(ValidationError, match=secret):
+        Record.model_validate(record(context={secret: "x"}))

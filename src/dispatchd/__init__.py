@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from .backend import EventBackend
 from .errors import Unavailable
-from .models import Action, Derived, Entity, Record, level_name, parse_level
+from .models import Action, Context, Derived, Entity, Record, level_name, parse_level
 
 __all__ = [
     "Action",
+    "Context",
     "Derived",
     "Entity",
     "EventBackend",

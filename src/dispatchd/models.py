@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple
@@ -16,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    model_validator,
 )
 
 from .constants import LEVEL_MAX, LEVEL_MIN, LEVELS, OPERATION_ACTIONS
@@ -55,8 +54,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _has_utc(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp has no UTC equivalent (out of range)") from None
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_has_utc)]
+Json = dict[str, Any]
+
+# Attributes Senlin has on one kind of entity only; the other kind rejects them.
+CLUSTER_ONLY = frozenset({"min_size", "max_size", "desired_capacity", "timeout"})
+NODE_ONLY = frozenset({"physical_id", "index", "role"})
+
+
 class Entity(_Strict):
-    """What an action acts on: a cluster or a node."""
+    """What an action acts on: a cluster or a node, with Senlin's attributes of either."""
 
     type: ShortStr
     id: ShortStr | None = None
@@ -64,6 +79,34 @@ class Entity(_Strict):
     cluster_id: ShortStr | None = None
     status: ShortStr | None = None
     status_reason: LongStr | None = None
+    profile_id: ShortStr | None = None
+    init_at: Timestamp | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
+    user: ShortStr | None = None
+    project: ShortStr | None = None
+    domain: ShortStr | None = None
+    metadata: Json | None = None
+    data: Json | None = None
+    dependents: Json | None = None
+    # a cluster's
+    min_size: int | None = None
+    max_size: int | None = None
+    desired_capacity: int | None = None
+    timeout: int | None = None
+    # a node's
+    physical_id: ShortStr | None = None
+    index: int | None = None
+    role: ShortStr | None = None
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> Entity:
+        wrong = NODE_ONLY if self.type.upper() == "CLUSTER" else CLUSTER_ONLY
+        given = sorted(f for f in wrong & self.model_fields_set)
+        if given:
+            kind = "a cluster" if self.type.upper() == "CLUSTER" else "a node"
+            raise ValueError(f"{', '.join(given)}: not attributes of {kind}")
+        return self
 
 
 class Action(_Strict):
@@ -78,23 +121,55 @@ class Action(_Strict):
     target: ShortStr | None = None
     user: ShortStr | None = None
     project: ShortStr | None = None
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    outputs: dict[str, Any] = Field(default_factory=dict)
-    data: dict[str, Any] = Field(default_factory=dict)
+    created_at: Timestamp | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    timeout: int | None = None
+    inputs: Json = Field(default_factory=dict)
+    outputs: Json = Field(default_factory=dict)
+    data: Json = Field(default_factory=dict)
     entity: Entity | None = None
 
 
-# UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, version 7, 12 random bits, variant 0b10,
-# 62 random bits. The version and variant bits are forced over 80 random bits.
-_V7_KEEP = ~(0xF << 76) & ~(0x3 << 62)
-_V7_SET = 0x7 << 76 | 0x2 << 62
+class Context(_Strict):
+    """The request context of the action: ``senlin.common.context.RequestContext.to_dict()``.
+
+    Credentials (``auth_token``, ``auth_token_info``, ``password``) are not accepted: an event
+    pipeline is no place for them.
+    """
+
+    user: ShortStr | None = None
+    user_id: ShortStr | None = None
+    user_name: ShortStr | None = None
+    user_domain: ShortStr | None = None
+    user_domain_name: ShortStr | None = None
+    project: ShortStr | None = None
+    project_id: ShortStr | None = None
+    project_name: ShortStr | None = None
+    project_domain: ShortStr | None = None
+    project_domain_name: ShortStr | None = None
+    domain: ShortStr | None = None
+    domain_id: ShortStr | None = None
+    domain_name: ShortStr | None = None
+    system_scope: ShortStr | None = None
+    is_admin: bool | None = None
+    is_admin_project: bool | None = None
+    read_only: bool | None = None
+    show_deleted: bool | None = None
+    request_id: ShortStr | None = None
+    global_request_id: ShortStr | None = None
+    resource_uuid: ShortStr | None = None
+    roles: list[ShortStr] | None = None
+    user_identity: ShortStr | None = None
+    auth_url: ShortStr | None = None
+    trusts: ShortStr | None = None
+    region_name: ShortStr | None = None
+    api_version: ShortStr | None = None
 
 
 def new_id() -> str:
-    """A UUIDv7: time-ordered, so stores index new ids at their end instead of at random."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10)) & _V7_KEEP
-    h = "%032x" % (value | _V7_SET)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A UUIDv4, as Senlin's: random in all 8 leading characters, so short ids stay unique."""
+    return str(uuid.uuid4())
 
 
 def _now() -> datetime:
@@ -105,24 +180,17 @@ def _canonical_uuid(value: object) -> object:
     return str(uuid.UUID(value)) if isinstance(value, str) else value
 
 
-def _has_utc(value: datetime) -> datetime:
-    try:
-        value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("timestamp has no UTC equivalent (out of range)") from None
-    return value
-
-
 class Record(_Strict):
     """One action event, as Senlin's ``dump(level, action, **kwargs)`` call, written as data."""
 
     id: Annotated[str, BeforeValidator(_canonical_uuid)] = Field(default_factory=new_id)
-    timestamp: Annotated[AwareDatetime, AfterValidator(_has_utc)] = Field(default_factory=_now)
+    timestamp: Timestamp = Field(default_factory=_now)
     level: Level
     phase: ShortStr | None = None
     reason: LongStr | None = None
-    extra: dict[str, Any] | None = None
+    extra: Json | None = None
     action: Action
+    context: Context | None = None
 
     def derived(self) -> Derived:
         """The fields Senlin's database dispatcher stored for this event."""
@@ -136,6 +204,7 @@ class Record(_Strict):
             "reason": self.reason,
             "extra": self.extra,
             "id": self.id,
+            "context": self.context,
         }
 
 
@@ -177,8 +246,9 @@ class Derived(NamedTuple):
             status=record.phase or (entity.status if entity else None),
             status_reason=record.reason or (entity.status_reason if entity else None),
             meta_data=record.extra or {},
-            user=action.user,
-            project=action.project,
+            # Senlin takes these from the request context; without one, from the action.
+            user=record.context.user_id if record.context else action.user,
+            project=record.context.project_id if record.context else action.project,
         )
 
 
