@@ -1,0 +1,1 @@
+"""The bridge from a Senlin engine to dispatchd: ``event_dispatchers = dispatchd``."""

@@ -1,0 +1,64 @@
+"""Senlin's own engine objects for the scripts here (run in a Senlin environment, not dispatchd's).
+
+``configure(db_url)`` sets Senlin's options; ``action_of(spec)`` builds a Senlin ``Action`` whose
+``entity`` is a ``Cluster`` or ``Node``, from a JSON-able spec:
+``{"kind": "cluster"|"node", "entity": {...}, "action": {...}, "context": {...}}``.
+Times in a spec are ISO 8601 strings; they become aware UTC datetimes as Senlin's are.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+TIME_FIELDS = ("init_at", "created_at", "updated_at")
+
+
+def configure(db_url: str | None = None, **overrides: Any) -> Any:
+    """Load Senlin's options (and oslo.db's) with ``[database] connection = db_url``."""
+    from oslo_config import cfg
+    from oslo_db import options as db_options
+
+    import senlin.conf  # noqa: F401  (registers Senlin's options)
+
+    cfg.CONF([], project="senlin", default_config_files=[])
+    if db_url:
+        db_options.set_defaults(cfg.CONF, connection=db_url)
+    for key, value in overrides.items():
+        group, _, name = key.rpartition(".")
+        cfg.CONF.set_override(name, value, group=group or None)
+    return cfg.CONF
+
+
+def _times(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for key in TIME_FIELDS:
+        if isinstance(out.get(key), str):
+            out[key] = datetime.datetime.fromisoformat(out[key]).astimezone(datetime.timezone.utc)
+    return out
+
+
+def context_of(values: dict[str, Any]) -> Any:
+    from senlin.common import context
+
+    return context.RequestContext(**values)
+
+
+def action_of(spec: dict[str, Any]) -> Any:
+    """A Senlin action with its entity and request context, as the engine holds them."""
+    from senlin.engine import cluster, node
+    from senlin.engine.actions import base
+
+    ctx = context_of(spec.get("context", {"user_id": "u1", "project_id": "p1"}))
+    entity = dict(_times(spec.get("entity", {})))
+    if spec.get("kind", "cluster") == "cluster":
+        obj = cluster.Cluster(entity.pop("name", "web"), entity.pop("desired_capacity", 1),
+                              entity.pop("profile_id", "prof-1"), context=None, **entity)
+    else:
+        obj = node.Node(entity.pop("name", "n1"), entity.pop("profile_id", "prof-1"),
+                        entity.pop("cluster_id", ""), context=None, **entity)
+    values = _times(spec.get("action", {}))
+    act = base.Action(values.pop("target", obj.id), values.pop("action", "CLUSTER_CREATE"),
+                      ctx, **values)
+    act.entity = obj
+    return act
