@@ -429,3 +429,13 @@ async def test_worker_logs_carry_the_dispatcher_name(spool, caplog):
     mine = [r for r in caplog.records if r.name == "dispatchd.workers"]
     assert mine and all(getattr(r, "dispatcher", None) == "c" for r in mine)
     assert any("dead-lettered" in r.getMessage() for r in mine)
+
+
+async def test_a_failing_report_is_contained_and_shown(spool, caplog):
+    class Broken(Collect):
+        def report(self) -> dict[str, int]:
+            raise KeyError("oops")
+
+    worker = Worker("c", Broken(), spool, FAST)
+    assert worker.report() == {"report_failed": "KeyError: 'oops'"}
+    assert "report() failed" in caplog.text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast, get_args, get_origin
 
 from pydantic import BaseModel
@@ -11,6 +11,7 @@ from typing_extensions import TypeVar  # a default for the type parameter (PEP 6
 if TYPE_CHECKING:
     from .models import Action, Record
 
+Reported = str | int | float | bool
 OptionsT = TypeVar("OptionsT", bound=BaseModel | None, default=None)
 
 
@@ -22,7 +23,7 @@ class EventBackend(Generic[OptionsT]):
     neither is rejected when it is loaded), each ``async def`` or plain ``def`` (run in a thread).
     kwargs are ``timestamp``, ``phase``, ``reason``, ``extra`` and ``id``; accept ``**kwargs``
     so that fields added later do not break you. Optional: ``start()`` and ``close()``; every
-    ``start`` call, however it ends, is followed by one ``close`` call.
+    ``start`` call, however it ends, is followed by one ``close`` call; ``report()`` for status.
     Raising from any of them means "not delivered": the worker retries, then dead-letters.
 
     Records (and the ``action`` and dicts in them) are shared with the other dispatchers: read
@@ -59,6 +60,13 @@ class EventBackend(Generic[OptionsT]):
 
     async def close(self) -> None:
         """Release what ``start`` opened, even if ``start`` failed or was cut off part way."""
+
+    def report(self) -> Mapping[str, Reported]:
+        """Facts for status (which table, how many messages were unroutable, ...); cheap, sync.
+
+        Numbers are also exported as the ``dispatchd_dispatcher_reported`` gauge.
+        """
+        return {}
 
     def dump(self, level: int, action: Action, **kwargs: Any) -> None | Awaitable[None]:
         """Deliver one event. May be a coroutine function."""

@@ -196,7 +196,10 @@ class Core:
         """Commit validated records to the spool; returns once they are durable."""
         if self.stopping:
             raise Stopping("dispatchd is shutting down")
-        seqs = await self.spool.append([(r.level, r.model_dump_json()) for r in records], records)
+        # Every field that can be None defaults to None: leaving them out is lossless, and keeps
+        # rows small now that a record may carry all of Senlin's attributes.
+        rows = [(r.level, r.model_dump_json(exclude_none=True)) for r in records]
+        seqs = await self.spool.append(rows, records)
         self.accepted += len(seqs)
         return seqs
 
@@ -287,6 +290,7 @@ class Core:
         return DispatcherStatus(
             name, True, state, backlog, stats.delivered, stats.skipped, stats.failed,
             stats.dead_lettered, dead_letters, error, round(lag, 3),
+            worker.report() if worker is not None else {},
         )
 
     def _disabled(self, name: str, dead_letters: int) -> DispatcherStatus:

@@ -78,12 +78,18 @@ def _dispatchers(s: Snapshot) -> Iterator[Metric]:
                      for key, (name, doc) in gauges.items()})
     state = GaugeMetricFamily("dispatchd_dispatcher_state", "1 for the current state.",
                               labels=["dispatcher", "state"])
+    reported = GaugeMetricFamily("dispatchd_dispatcher_reported",
+                                 "Numbers a dispatcher reports of itself (its report()).",
+                                 labels=["dispatcher", "key"])
     for d in s.dispatchers:
         for key, family in families.items():
             family.add_metric([d.name], getattr(d, key))
+        for key, value in d.report.items():
+            if isinstance(value, int | float):  # bool is an int: 1 or 0
+                reported.add_metric([d.name, key], float(value))
         for candidate in DISPATCHER_STATES:
             state.add_metric([d.name, candidate], float(candidate == d.state))
-    yield from (*families.values(), state)
+    yield from (*families.values(), state, reported)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -102,7 +102,7 @@ class Entity(_Strict):
     @model_validator(mode="after")
     def _kind_fits(self) -> Entity:
         wrong = NODE_ONLY if self.type.upper() == "CLUSTER" else CLUSTER_ONLY
-        given = sorted(f for f in wrong & self.model_fields_set)
+        given = sorted(name for name in wrong if getattr(self, name) is not None)
         if given:
             kind = "a cluster" if self.type.upper() == "CLUSTER" else "a node"
             raise ValueError(f"{', '.join(given)}: not attributes of {kind}")

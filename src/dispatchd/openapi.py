@@ -85,6 +85,8 @@ def _schemas() -> dict[str, Schema]:
             dead_lettered=COUNT, last_error=NULLABLE_STR,
             lag_seconds={"type": "number", "minimum": 0,
                          "description": "age of the oldest record this dispatcher still owes"},
+            report={"type": "object", "description": "the dispatcher's own facts (report())",
+                    "additionalProperties": {"type": ["string", "number", "boolean"]}},
         ),
         "DeadLetter": _obj(
             ["id", "dispatcher", "seq", "error", "attempts", "failed_at", "record"],

@@ -3,7 +3,7 @@ line all read, so that each figure is computed in one place."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DISPATCHER_STATES = ("starting", "running", "retrying", "failed", "draining", "stopped")
@@ -24,6 +24,7 @@ class DispatcherStatus:
     dead_letters: int = 0  # stored now
     last_error: str | None = None
     lag_seconds: float = 0.0  # age of the oldest record it still owes
+    report: dict[str, str | int | float | bool] = field(default_factory=dict)  # its own facts
 
 
 @dataclass(frozen=True)

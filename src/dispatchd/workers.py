@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .backend import EventBackend
+from .backend import EventBackend, Reported
 from .config import Config
 from .constants import CAUSE_DERIVED
 from .errors import Unavailable
@@ -127,6 +127,15 @@ class Worker:
         self._saving: asyncio.Future[None] | None = None  # the last cursor move not yet committed
 
     # -- lifecycle -------------------------------------------------------------------------
+
+
+    def report(self) -> dict[str, Reported]:
+        """The backend's own facts for status; a failing ``report()`` is logged, not raised."""
+        try:
+            return {str(key): value for key, value in self.backend.report().items()}
+        except Exception as exc:  # a plugin's bug must not break status for everyone
+            self.log.warning("report() failed: %s: %s", type(exc).__name__, exc)
+            return {"report_failed": f"{type(exc).__name__}: {exc}"}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name=f"worker:{self.name}")

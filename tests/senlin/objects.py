@@ -16,10 +16,9 @@ TIME_FIELDS = ("init_at", "created_at", "updated_at")
 
 def configure(db_url: str | None = None, **overrides: Any) -> Any:
     """Load Senlin's options (and oslo.db's) with ``[database] connection = db_url``."""
+    import senlin.conf  # noqa: F401  (registers Senlin's options)
     from oslo_config import cfg
     from oslo_db import options as db_options
-
-    import senlin.conf  # noqa: F401  (registers Senlin's options)
 
     cfg.CONF([], project="senlin", default_config_files=[])
     if db_url:
@@ -34,7 +33,7 @@ def _times(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     for key in TIME_FIELDS:
         if isinstance(out.get(key), str):
-            out[key] = datetime.datetime.fromisoformat(out[key]).astimezone(datetime.timezone.utc)
+            out[key] = datetime.datetime.fromisoformat(out[key]).astimezone(datetime.UTC)
     return out
 
 

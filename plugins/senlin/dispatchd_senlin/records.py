@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import Any, Dict
+from typing import Any
 
 LONG = 65536  # dispatchd's limit on a reason; a longer one is cut, not rejected
 SHORT = 255
@@ -30,10 +30,10 @@ ACTION_FIELDS = ("id", "name", "cause", "status", "target", "user", "project", "
                  "start_time", "end_time", "timeout", "inputs", "outputs", "data")
 
 
-def record_of(level: int, action: Any, **kwargs: Any) -> Dict[str, Any]:
+def record_of(level: int, action: Any, **kwargs: Any) -> dict[str, Any]:
     """The record for Senlin's ``dump(level, action, phase=, reason=, timestamp=, extra=)``."""
     timestamp = kwargs.get("timestamp") or datetime.datetime.now(datetime.timezone.utc)
-    record: Dict[str, Any] = {
+    record: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "timestamp": _time(timestamp),
         "level": int(level),
@@ -50,7 +50,7 @@ def record_of(level: int, action: Any, **kwargs: Any) -> Dict[str, Any]:
     return record
 
 
-def context_of(context: Any) -> Dict[str, Any]:
+def context_of(context: Any) -> dict[str, Any]:
     values = context.to_dict()
     found = {key: values.get(key) for key in CONTEXT_KEYS if values.get(key) is not None}
     if "api_version" in found:
@@ -58,7 +58,7 @@ def context_of(context: Any) -> Dict[str, Any]:
     return found
 
 
-def _action(action: Any) -> Dict[str, Any]:
+def _action(action: Any) -> dict[str, Any]:
     data = _attributes(action, ACTION_FIELDS)
     data["action"] = action.action
     data["status_reason"] = _cut(getattr(action, "status_reason", None) or "", LONG)
@@ -68,7 +68,7 @@ def _action(action: Any) -> Dict[str, Any]:
     return data
 
 
-def _entity(entity: Any) -> Dict[str, Any]:
+def _entity(entity: Any) -> dict[str, Any]:
     # Senlin's EventBackend._check_entity: the entity's class name, upper case.
     otype = type(entity).__name__.upper()
     data = _attributes(entity, ENTITY_FIELDS.get(otype, COMMON))
@@ -77,7 +77,7 @@ def _entity(entity: Any) -> Dict[str, Any]:
     return data
 
 
-def _attributes(obj: Any, names: Any) -> Dict[str, Any]:
+def _attributes(obj: Any, names: Any) -> dict[str, Any]:
     data = {}
     for name in names:
         value = getattr(obj, name, None)
