@@ -20,14 +20,18 @@ import json
 import sqlite3
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 from aiohttp import web
 
-from dispatchd.dispatchers.database import SQLITE_SCHEMA, UPSERT, row_of
+from dispatchd.dispatchers.database import SQLITE, UPSERT, row_of
+from dispatchd.dispatchers.event_table import COLUMNS, EVENT, ddl
 from dispatchd.models import RECORD, Record, new_id
+
+SQLITE_SCHEMA = ";\n".join(ddl(SQLITE))
 
 ACCEPTED = b'{"accepted":1}'
 
@@ -111,38 +115,26 @@ async def store_ceiling(path: Path, seconds: float, batch: int) -> dict[str, flo
 
 def serve_senlin(port: int, path: Path, loop: str) -> None:
     """Per event: validate, one ORM object, one commit; in the request, as Senlin's engine did."""
-    from sqlalchemy import Column, Integer, String, Text, create_engine, event
+    from sqlalchemy import create_engine, event
     from sqlalchemy.orm import DeclarativeBase, Session
 
     class Base(DeclarativeBase):
         pass
 
-    class Event(Base):  # senlin.db.sqlalchemy.models.Event, on dispatchd's column types
-        __tablename__ = "event"
-        id = Column(String(36), primary_key=True)
-        timestamp = Column(Text)
-        oid = Column(String(36))
-        oname = Column(String(255))
-        otype = Column(String(36))
-        cluster_id = Column(String(36))
-        level = Column(Integer)
-        user = Column(String(32))
-        project = Column(String(32))
-        action = Column(String(36))
-        status = Column(String(255))
-        status_reason = Column(Text)
-        meta_data = Column(Text)
+    class Event(Base):  # senlin.db.sqlalchemy.models.Event: an ORM object on the event table
+        __table__ = EVENT
 
     with sqlite3.connect(path) as raw:
         raw.executescript(SQLITE_SCHEMA)
     engine = create_engine(f"sqlite:///{path}")
     event.listen(engine, "connect", lambda conn, _: _connect_pragmas(conn))
-    columns = [c.name for c in Event.__table__.columns]
 
     async def post(request: web.Request) -> web.Response:
         record: Record = RECORD.validate_json(await request.read())
         with Session(engine) as session:  # senlin.db.sqlalchemy.api.event_create
-            session.add(Event(**dict(zip(columns, row_of(record), strict=True))))
+            values = dict(zip(COLUMNS, row_of(record), strict=True))
+            values["timestamp"] = record.timestamp.astimezone(UTC).replace(tzinfo=None)
+            session.add(Event(**values))
             session.commit()
         return web.json_response({"accepted": 1, "ids": [record.id]}, status=202)
 

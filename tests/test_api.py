@@ -193,8 +193,9 @@ async def test_dispatcher_status(tmp_path):
     assert status["jsonfile"] == {"name": "jsonfile", "enabled": False, "state": "stopped",
                                   "backlog": 0, "delivered": 0, "skipped": 0, "failed": 0,
                                   "dead_lettered": 0, "dead_letters": 0, "last_error": None,
-                                  "lag_seconds": 0.0}
+                                  "lag_seconds": 0.0, "report": {}}
     assert set(status["database"]) == set(status["jsonfile"])
+    assert status["database"]["report"]["url"].startswith("sqlite:///")
 
 
 async def test_shutdown_answers_503(daemon):

@@ -44,7 +44,9 @@ def table(text: str, first_header: str) -> list[dict[str, str]]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
     headers = re.split(r" {2,}", lines[start])
-    rows = [re.split(r" {2,}", line.strip()) for line in lines[start + 1:] if line.strip()]
+    body = lines[start + 1:]
+    body = body[:body.index("")] if "" in body else body  # the table ends at a blank line
+    rows = [re.split(r" {2,}", line.strip()) for line in body]
     assert all(len(row) == len(headers) for row in rows), (headers, rows)
     return [dict(zip(headers, row, strict=True)) for row in rows]
 
@@ -73,6 +75,9 @@ async def test_status_and_dead_letters_as_tables_and_as_json(tmp_path):
                                     "LAG": "0.0s", "LAST ERROR": "-"}
         assert rows["flaky"]["DEAD LETTERS"] == "3" and rows["flaky"]["FAILED"] == "9"
         assert "flaky sink is down" in rows["flaky"]["LAST ERROR"]
+        # what a dispatcher reports of itself follows the table
+        assert f"database: url=sqlite:///{tmp_path}/events.db, event_table=created by dispatchd" \
+            in result.stdout.splitlines()
         raw = json.loads(cli(daemon.config, "status", "--json").stdout)
         assert {"spool", "config", "dispatchers"} <= set(raw)
         enabled = {d["name"]: d["enabled"] for d in raw["dispatchers"]}

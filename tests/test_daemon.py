@@ -54,7 +54,7 @@ async def test_events_reach_sqlite_and_the_jsonfile_plugin(make_daemon, loop):
     assert set(rows) == set(ids)
     first = rows[one["ids"][0]]
     assert (first["level"], first["otype"], first["oid"], first["cluster_id"]) == (
-        30, "CLUSTER", "c-1", "c-1"
+        "30", "CLUSTER", "c-1", "c-1"
     )
     assert (first["action"], first["status"], json.loads(first["meta_data"])) == (
         "CLUSTER_SCALE_OUT", "end", {"count": 2}

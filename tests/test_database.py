@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 from pydantic import ValidationError
 
-from dispatchd.dispatchers.database import COLUMNS, DatabaseDispatcher, DatabaseOptions, row_of
+from dispatchd.dispatchers.database import DatabaseDispatcher, DatabaseOptions, row_of
+from dispatchd.dispatchers.event_table import COLUMNS
 from dispatchd.models import Record
 from dispatchd.spool import Spool
 from dispatchd.workers import Policy, Worker
@@ -36,10 +37,11 @@ def test_row_is_what_senlins_database_dispatcher_stores():
     r = Record.model_validate(record(timestamp="2026-11-28T07:00:00+01:00", level="WARNING"))
     row = dict(zip(COLUMNS, row_of(r), strict=True))
     assert row == {
-        "id": r.id, "timestamp": "2026-11-28T06:00:00.000000Z", "oid": "c-1", "oname": "web",
-        "otype": "CLUSTER", "cluster_id": "c-1", "level": 30, "user": "user-1",
+        # SQLAlchemy's DateTime on SQLite, as Senlin's TZAwareDateTime stores UTC: naive text.
+        "id": r.id, "timestamp": "2026-11-28 06:00:00.000000", "oid": "c-1", "oname": "web",
+        "otype": "CLUSTER", "cluster_id": "c-1", "level": "30", "user": "user-1",
         "project": "project-1", "action": "CLUSTER_SCALE_OUT", "status": "end",
-        "status_reason": "Cluster scaled out", "meta_data": '{"count":2}',
+        "status_reason": "Cluster scaled out", "meta_data": '{"count": 2}',
     }
 
 
@@ -50,6 +52,7 @@ async def test_batch_is_stored_and_redelivery_does_not_duplicate(database, tmp_p
     rows = fetch(tmp_path)
     assert sorted(r["id"] for r in rows) == sorted(r.id for r in records)
     assert json.loads(rows[0]["meta_data"]) == {"count": 2}
+    assert {row["level"] for row in rows} == {"20"} and len(rows) == 3
 
 
 async def test_single_dump_uses_senlins_signature(database, tmp_path):
@@ -58,10 +61,57 @@ async def test_single_dump_uses_senlins_signature(database, tmp_path):
     assert [row["id"] for row in fetch(tmp_path)] == [r.id]
 
 
-async def test_schema_has_the_query_indexes(database, tmp_path):
+async def test_a_table_it_creates_is_senlins_with_dispatchds_indexes_in_wal(database, tmp_path):
     with sqlite3.connect(tmp_path / "ev.db") as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        columns = [(r[1], r[2], r[3], r[5]) for r in db.execute("PRAGMA table_info(event)")]
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert {"ix_event_timestamp", "ix_event_oid", "ix_event_cluster_id"} <= names
+    # (name, type, not null, primary key), as Senlin's migrations leave the table
+    assert columns[:3] == [("id", "VARCHAR(36)", 1, 1), ("timestamp", "DATETIME", 1, 0),
+                           ("oid", "VARCHAR(36)", 0, 0)]
+    assert ("level", "VARCHAR(63)", 0, 0) in columns and ("meta_data", "TEXT", 0, 0) in columns
+    assert mode == "wal"
+    assert database.report() == {"url": f"sqlite:///{tmp_path}/ev.db",
+                                 "event_table": "created by dispatchd"}
+
+
+SENLINS_TABLE = """CREATE TABLE "event" (id VARCHAR(36) NOT NULL, timestamp DATETIME NOT NULL,
+    oid VARCHAR(36), oname VARCHAR(255), otype VARCHAR(36), cluster_id VARCHAR(36),
+    level VARCHAR(63), user VARCHAR(64), project VARCHAR(64), action VARCHAR(36),
+    status VARCHAR(255), status_reason TEXT, meta_data TEXT, PRIMARY KEY (id))"""
+
+
+def schema(path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return [*db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name"),
+                db.execute("PRAGMA journal_mode").fetchone()]
+
+
+async def test_an_existing_event_table_is_written_as_it_is(tmp_path):
+    with sqlite3.connect(tmp_path / "ev.db") as db:
+        db.execute(SENLINS_TABLE)
+        db.execute("CREATE TABLE cluster (id VARCHAR(36) PRIMARY KEY)")  # more of Senlin's
+    before = schema(tmp_path / "ev.db")
+    backend = DatabaseDispatcher("database", DatabaseOptions(url=f"sqlite:///{tmp_path}/ev.db"))
+    await backend.start()
+    try:
+        assert backend.report()["event_table"] == "existing (written as it is)"
+        await backend.dump_batch([Record.model_validate(record())])
+    finally:
+        await backend.close()
+    assert schema(tmp_path / "ev.db") == before  # no index, no DDL, journal mode unchanged
+    assert before[-1] == ("delete",)
+    assert len(fetch(tmp_path)) == 1
+
+
+async def test_an_event_table_that_is_not_senlins_fails_start_naming_what_is_missing(tmp_path):
+    with sqlite3.connect(tmp_path / "ev.db") as db:
+        db.execute("CREATE TABLE event (id TEXT PRIMARY KEY, obj_id TEXT)")
+    backend = DatabaseDispatcher("database", DatabaseOptions(url=f"sqlite:///{tmp_path}/ev.db"))
+    with pytest.raises(RuntimeError, match="lacks column.*timestamp.*oid"):
+        await backend.start()
+    await backend.close()
 
 
 async def test_a_failed_batch_stores_nothing(database, tmp_path):

@@ -368,10 +368,12 @@ def _print_status(body: dict[str, Any], target: Target) -> None:
     headers = ["DISPATCHER", "STATE", "BACKLOG", "DELIVERED", "FAILED", "DEAD LETTERS", "LAG",
                "LAST ERROR"]
     _print_table(headers, rows, numeric={2, 3, 4, 5, 6})
-    for entry in body.get("dispatchers", []):
-        if entry.get("report"):
-            facts = ", ".join(f"{k}={v}" for k, v in entry["report"].items())
-            print(f"  {entry['name']}: {_one_line(facts)}")
+    reports = [entry for entry in body.get("dispatchers", []) if entry.get("report")]
+    if reports:
+        print()
+    for entry in reports:
+        facts = ", ".join(f"{k}={v}" for k, v in entry["report"].items())
+        print(f"{entry['name']}: {_one_line(facts)}")
 
 
 def _dispatcher_row(entry: dict[str, Any]) -> list[str]:

@@ -28,14 +28,17 @@ class Connection:
         self.closed = False
 
     @classmethod
-    async def open(cls, path: str | Path, synchronous: str = "NORMAL") -> Connection:
-        """Open ``path`` in WAL mode; a failure leaves no thread behind."""
+    async def open(
+        cls, path: str | Path, synchronous: str = "NORMAL", journal_mode: str | None = "WAL"
+    ) -> Connection:
+        """Open ``path`` (switched to ``journal_mode`` unless None); a failure leaves no thread."""
         thread = ThreadPoolExecutor(1, thread_name_prefix=f"{THREAD_PREFIX}{Path(path).name}")
 
         def connect() -> sqlite3.Connection:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
+                if journal_mode:
+                    db.execute(f"PRAGMA journal_mode={journal_mode}")
                 db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 db.execute("PRAGMA busy_timeout=5000")
             except BaseException:

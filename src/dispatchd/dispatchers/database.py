@@ -1,52 +1,30 @@
 """The ``database`` dispatcher: Senlin's ``event`` table, upserted on the record id.
 
-Built on what any plugin may use: the ``dispatchd`` package's exports and ``dispatchd.sqlite``.
+Pointed at a database whose ``event`` table exists (Senlin's own), it writes into it as it is:
+no DDL, no index, no journal-mode change. Otherwise it creates the table with Senlin's DDL and
+its own indexes. Built on what any plugin may use: the ``dispatchd`` package's exports and
+``dispatchd.sqlite``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC
+import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from pydantic_core import to_json
+from sqlalchemy.dialects import sqlite
 
 from dispatchd import Action, EventBackend, Record
 from dispatchd.sqlite import Connection
 
-COLUMNS = (
-    "id", "timestamp", "oid", "oname", "otype", "cluster_id", "level", "user", "project",
-    "action", "status", "status_reason", "meta_data",
-)
+from .event_table import ddl, missing_columns, row_encoder, sqlite_upsert
 
-SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS event (
-    id            TEXT PRIMARY KEY,
-    timestamp     TEXT NOT NULL,
-    oid           TEXT,
-    oname         TEXT,
-    otype         TEXT,
-    cluster_id    TEXT,
-    level         INTEGER NOT NULL,
-    user          TEXT,
-    project       TEXT,
-    action        TEXT,
-    status        TEXT,
-    status_reason TEXT,
-    meta_data     TEXT
-);
-CREATE INDEX IF NOT EXISTS ix_event_timestamp ON event (timestamp);
-CREATE INDEX IF NOT EXISTS ix_event_oid ON event (oid);
-CREATE INDEX IF NOT EXISTS ix_event_cluster_id ON event (cluster_id);
-"""
-
-UPSERT = (
-    f"INSERT INTO event ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-    " ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "id")
-)
+SQLITE = sqlite.dialect()
+UPSERT = sqlite_upsert()
+row_of = row_encoder(SQLITE)
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -72,27 +50,39 @@ class DatabaseOptions(BaseModel):
         return Path(self.url[len(SQLITE_PREFIX):])
 
 
-def row_of(record: Record) -> tuple[Any, ...]:
-    """The ``event`` row Senlin's database dispatcher would write for this record."""
-    d = record.derived()
-    ts = record.timestamp
-    if ts.utcoffset():
-        ts = ts.astimezone(UTC)
-    return (
-        record.id, ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z",
-        d.oid, d.oname, d.otype, d.cluster_id, record.level, d.user, d.project, d.action,
-        d.status, d.status_reason, to_json(d.meta_data).decode() if d.meta_data else "{}",
-    )
-
-
-async def _open(path: Path) -> Connection:
-    db = await Connection.open(path)
+def prepare(conn: sqlite3.Connection) -> bool:
+    """Make sure an ``event`` table Senlin can read is there; True if it was created now."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "event" in tables:
+        present = {row[1] for row in conn.execute("PRAGMA table_info(event)")}
+        if missing := missing_columns(present):
+            raise RuntimeError(
+                f"the existing event table lacks column(s) {', '.join(missing)}: it is not "
+                "Senlin's (run Senlin's migrations, or point url at another database)"
+            )
+        return False
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        await db.run(lambda conn: conn.executescript(SQLITE_SCHEMA))
+        for statement in ddl(SQLITE):
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    if not tables:  # a database of dispatchd's own: WAL lets readers run beside the writer
+        conn.execute("PRAGMA journal_mode=WAL")
+    return True
+
+
+async def _open(path: Path) -> tuple[Connection, bool]:
+    # No journal-mode switch here: the file may be Senlin's, and WAL would stay on it for good.
+    db = await Connection.open(path, journal_mode=None)
+    try:
+        created = await db.run(prepare)
     except BaseException:
         await db.close()
         raise
-    return db
+    return db, created
 
 
 class DatabaseDispatcher(EventBackend[DatabaseOptions]):
@@ -100,8 +90,9 @@ class DatabaseDispatcher(EventBackend[DatabaseOptions]):
 
     def __init__(self, name: str, options: DatabaseOptions | None = None) -> None:
         super().__init__(name, options)
-        self._opening: asyncio.Task[Connection] | None = None
+        self._opening: asyncio.Task[tuple[Connection, bool]] | None = None
         self._db: Connection | None = None
+        self._table = "not open yet"
 
     async def start(self) -> None:
         path = self.options.sqlite_path
@@ -110,7 +101,8 @@ class DatabaseDispatcher(EventBackend[DatabaseOptions]):
         # close() waits for it and closes what it opened, so no connection thread is left.
         self._opening = asyncio.create_task(_open(path), name=f"{self.name}: opening {path}")
         await asyncio.wait({self._opening})
-        self._db = self._opening.result()
+        self._db, created = self._opening.result()
+        self._table = "created by dispatchd" if created else "existing (written as it is)"
 
     async def close(self) -> None:
         opening, self._opening, self._db = self._opening, None, None
@@ -119,10 +111,13 @@ class DatabaseDispatcher(EventBackend[DatabaseOptions]):
         try:
             # Awaited, not waited on: a close cut off in turn cancels the opening, which then
             # closes what it had opened itself.
-            db = await opening
+            db, _ = await opening
         except Exception:  # a failed opening closed what it had opened; start reported why
             return
         await db.close()
+
+    def report(self) -> Mapping[str, str]:
+        return {"url": self.options.url, "event_table": self._table}
 
     async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
         record = Record(level=level, action=action, **kwargs)

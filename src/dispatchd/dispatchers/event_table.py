@@ -1,0 +1,96 @@
+"""Senlin's ``event`` table, as Senlin's migrations leave it, and its rows as Senlin writes them.
+
+The table is SQLAlchemy Core, so each dialect gets Senlin's DDL and Senlin's value encoding
+(``DATETIME`` text on SQLite, ``LONGTEXT`` for ``meta_data`` on MySQL) from the same definition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from dispatchd import Record
+
+METADATA = MetaData()
+EVENT = Table(
+    "event", METADATA,
+    Column("id", String(36), primary_key=True, nullable=False),
+    Column("timestamp", DateTime, nullable=False),
+    Column("oid", String(36)),
+    Column("oname", String(255)),
+    Column("otype", String(36)),
+    Column("cluster_id", String(36)),
+    Column("level", String(63)),
+    Column("user", String(64)),
+    Column("project", String(64)),
+    Column("action", String(36)),
+    Column("status", String(255)),
+    Column("status_reason", Text),
+    Column("meta_data", Text().with_variant(mysql.LONGTEXT(), "mysql")),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8",
+)
+COLUMNS = tuple(column.name for column in EVENT.columns)
+
+# dispatchd's own, for its queries by time, entity and cluster: only on a table dispatchd made.
+INDEXES = (
+    Index("ix_event_timestamp", EVENT.c.timestamp),
+    Index("ix_event_oid", EVENT.c.oid),
+    Index("ix_event_cluster_id", EVENT.c.cluster_id),
+)
+
+Row = tuple[Any, ...]
+
+
+def ddl(dialect: Dialect) -> list[str]:
+    """``CREATE TABLE event`` and dispatchd's indexes, in the dialect's SQL."""
+    return [str(CreateTable(EVENT).compile(dialect=dialect)).strip()] + [
+        str(CreateIndex(index).compile(dialect=dialect)) for index in INDEXES
+    ]
+
+
+def sqlite_upsert() -> str:
+    """SQLite's insert-or-update on ``id``, with ``?`` parameters in COLUMNS order."""
+    insert = sqlite.insert(EVENT)
+    stmt = insert.on_conflict_do_update(
+        index_elements=[EVENT.c.id],
+        set_={name: insert.excluded[name] for name in COLUMNS if name != "id"},
+    )
+    compiled = stmt.compile(dialect=sqlite.dialect(), column_keys=list(COLUMNS))
+    assert tuple(compiled.positiontup or ()) == COLUMNS  # the rows are built in this order
+    return str(compiled)
+
+
+def missing_columns(present: set[str]) -> list[str]:
+    """Columns an existing ``event`` table lacks (empty: it is Senlin's, dispatchd can write)."""
+    return [name for name in COLUMNS if name not in present]
+
+
+def row_encoder(dialect: Dialect) -> Callable[[Record], Row]:
+    """A function from a record to the values Senlin's ``DBEvent.dump`` binds, in COLUMNS order."""
+    to_datetime: Callable[[Any], Any] = (
+        EVENT.c.timestamp.type.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
+    )
+
+    def row_of(record: Record) -> Row:
+        d = record.derived()
+        # Senlin stores naive UTC (oslo's utcnow); an aware time in another zone is converted.
+        ts = record.timestamp
+        if ts.utcoffset():
+            ts = ts.astimezone(UTC)
+        return (
+            record.id, to_datetime(ts.replace(tzinfo=None)), d.oid, d.oname, d.otype,
+            d.cluster_id,
+            str(record.level),  # Senlin binds the int to VARCHAR(63): '20'
+            d.user, d.project, d.action, d.status, d.status_reason,
+            json.dumps(d.meta_data),  # Senlin's Dict type: jsonutils.dumps, '{}' when empty
+        )
+
+    return row_of
