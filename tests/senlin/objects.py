@@ -50,14 +50,21 @@ def action_of(spec: dict[str, Any]) -> Any:
 
     ctx = context_of(spec.get("context", {"user_id": "u1", "project_id": "p1"}))
     entity = dict(_times(spec.get("entity", {})))
+    # Built without an id and given one after: with an id, the constructors load the profile,
+    # policies and nodes from Senlin's database, which the scripts here do not fill.
+    entity_id = entity.pop("id", None)
     if spec.get("kind", "cluster") == "cluster":
         obj = cluster.Cluster(entity.pop("name", "web"), entity.pop("desired_capacity", 1),
                               entity.pop("profile_id", "prof-1"), context=None, **entity)
     else:
         obj = node.Node(entity.pop("name", "n1"), entity.pop("profile_id", "prof-1"),
                         entity.pop("cluster_id", ""), context=None, **entity)
+    obj.id = entity_id
     values = _times(spec.get("action", {}))
-    act = base.Action(values.pop("target", obj.id), values.pop("action", "CLUSTER_CREATE"),
-                      ctx, **values)
+    name = values.pop("action", "CLUSTER_CREATE")
+    # Action() picks ClusterAction or NodeAction, whose __init__ loads the target from Senlin's
+    # database (and leaves SQLite locked when it is not there): pick, then init the base only.
+    act = base.Action.__new__(base.Action, obj.id, name, ctx)
+    base.Action.__init__(act, values.pop("target", obj.id), name, ctx, **values)
     act.entity = obj
     return act
