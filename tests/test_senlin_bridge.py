@@ -240,7 +240,9 @@ class Cluster(SimpleNamespace):
 def test_reasons_over_the_limit_are_cut_to_it_and_the_record_is_accepted():
     records = plugin_records()
     context = SimpleNamespace(to_dict=lambda: {"user_id": "u1", "project_id": "p1",
-                                               "auth_token": "secret", "password": "secret"})
+                                               "auth_token": "secret", "password": "secret",
+                                               "request_id": "q" * 300, "roles": ["r" * 300],
+                                               "is_admin": False, "api_version": 1.12})
     entity = Cluster(id=CLUSTER_ID, name="web", status="ACTIVE", status_reason="e" * 70000)
     action = SimpleNamespace(id="a1", action="CLUSTER_CREATE", status_reason="s" * 70000,
                              entity=entity, context=context)
@@ -250,6 +252,9 @@ def test_reasons_over_the_limit_are_cut_to_it_and_the_record_is_accepted():
     assert len(parsed.action.entity.status_reason) == records.LONG
     assert parsed.reason.endswith("\u2026") and parsed.action.entity.type == "CLUSTER"
     assert parsed.context is not None and parsed.context.user_id == "u1"
+    # long context values are cut too, not refused; objects become their text
+    assert len(parsed.context.request_id) == len(parsed.context.roles[0]) == records.SHORT
+    assert parsed.context.is_admin is False and parsed.context.api_version == "1.12"
     assert "secret" not in json.dumps(record)
     # records.LONG is dispatchd's own limit: one character more is refused.
     with pytest.raises(ValidationError):

@@ -53,8 +53,11 @@ def record_of(level: int, action: Any, **kwargs: Any) -> dict[str, Any]:
 def context_of(context: Any) -> dict[str, Any]:
     values = context.to_dict()
     found = {key: values.get(key) for key in CONTEXT_KEYS if values.get(key) is not None}
-    if "api_version" in found:
-        found["api_version"] = str(found["api_version"])
+    for key, value in found.items():
+        if isinstance(value, list):
+            found[key] = [_cut(str(item), SHORT) for item in value]
+        elif not isinstance(value, bool):
+            found[key] = _cut(str(value), SHORT)  # api_version is an object in Senlin
     return found
 
 
