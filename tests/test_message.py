@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
+import socket
 import ssl
 import tempfile
-import threading
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -23,6 +21,7 @@ from dispatchd.models import Record
 
 from .support.amqp import RABBIT_URL, TcpProxy, bound_queue, require_service
 from .support.records import record
+from .support.vhost import fresh_vhost_async
 
 
 def make(exchange: str, **options) -> MessageDispatcher:
@@ -42,10 +41,18 @@ def node_record(**overrides) -> Record:
 def test_defaults_follow_the_format():
     json_opts, senlin_opts = MessageOptions(), MessageOptions(format="senlin")
     assert (json_opts.exchange, json_opts.routing_key) == ("dispatchd", "{event_type}")
+    assert (json_opts.durable, json_opts.default_queue) == (True, False)
+    # A default oslo.messaging deployment of Senlin: non-durable exchange, a queue per key.
     assert (senlin_opts.exchange, senlin_opts.routing_key) == (
         "senlin", "versioned_notifications.{priority}"
     )
+    assert (senlin_opts.durable, senlin_opts.default_queue) == (False, True)
+    assert senlin_opts.publisher_id == f"senlin-engine:{socket.gethostname()}"
+    batch = MessageOptions(format="batch")
+    assert (batch.durable, batch.default_queue) == (True, False)
     assert MessageOptions(format="senlin", exchange="x").exchange == "x"
+    assert MessageOptions(format="senlin", durable=True, default_queue=False).durable is True
+    assert MessageOptions(durable=False, default_queue=True).default_queue is True
 
 
 @pytest.mark.parametrize(
@@ -99,8 +106,30 @@ def test_password_never_shown():
 def test_event_types_are_senlins():
     r = Record.model_validate(record())
     assert notifications.event_type(r, r.derived()) == "cluster.scale_out.end"
+    assert notifications.senlin_event_type(r) == "cluster.scale_out.end"
     n = node_record(phase=None)
     assert notifications.event_type(n, n.derived()) == "node.reboot"
+    # Senlin's EventType renders a phase it was not given as None: so does the senlin format.
+    assert notifications.senlin_event_type(n) == "node.reboot.None"
+    bare = Record.model_validate(record(action={"action": "NODE_CREATE"}, phase="start"))
+    assert notifications.senlin_event_type(bare) == "node.create.start"  # no entity: by the name
+
+
+@pytest.mark.parametrize(
+    ("level", "oslo", "json_priority"),
+    [(10, "DEBUG", "DEBUG"), (20, "INFO", "INFO"), (30, "WARN", "WARNING"), (40, "ERROR", "ERROR"),
+     (50, "CRITICAL", "CRITICAL"), (25, "INFO", "INFO"), (39, "WARN", "WARNING"),
+     (49, "ERROR", "ERROR"), (11, "DEBUG", "DEBUG")],
+)
+def test_priorities_and_the_priority_template_field_per_format(level, oslo, json_priority):
+    r = Record.model_validate(record(level=level))
+    key, message = make("x", format="senlin").message(r)
+    assert key == f"versioned_notifications.{oslo.lower()}"  # what oslo's listener binds
+    assert json.loads(json.loads(message.body)["oslo.message"])["priority"] == oslo
+    assert message.headers == {"level": level, "priority": oslo}
+    key, message = make("x", routing_key="{priority}").message(r)
+    assert key == json_priority.lower()
+    assert json.loads(message.body)["priority"] == json_priority
 
 
 def test_message_properties_and_json_body():
@@ -126,7 +155,29 @@ def test_json_body_is_the_record_as_posted_in_utf8():
     assert "café".encode() in message.body  # UTF-8 as declared, not \u escapes
     body = json.loads(message.body)
     assert {k: body[k] for k in ("id", "level", "phase", "reason", "extra", "action")} == \
-        json.loads(r.model_dump_json(exclude={"timestamp"}))
+        json.loads(r.model_dump_json(exclude={"timestamp"}, exclude_none=True))
+
+
+def test_json_body_leaves_out_none_fields_but_not_nones_inside_data():
+    r = Record.model_validate(record(extra={"gone": None}, phase=None, context={"user_id": "u"}))
+    body = json.loads(make("x").message(r)[1].body)
+    assert "phase" not in body and body["extra"] == {"gone": None}  # data is kept as sent
+    assert body["context"] == {"user_id": "u"}
+    assert "status_reason" not in body["action"] and "cluster_id" not in body["action"]["entity"]
+    assert body["derived"] == {"oid": "c-1", "oname": "web", "otype": "CLUSTER",
+                               "cluster_id": "c-1", "action": "CLUSTER_SCALE_OUT",
+                               "status": "ACTIVE", "status_reason": "Cluster scaled out",
+                               "meta_data": {"gone": None}, "user": "u"}
+    assert None not in [*body["action"].values(), *body["action"]["entity"].values()]
+
+
+FULL_NODE = {
+    "type": "NODE", "id": "11111111-1111-4111-8111-111111111111", "name": "n1",
+    "profile_id": "22222222-2222-4222-8222-222222222222", "cluster_id": "",
+    "init_at": "2026-12-01T06:00:00.123456Z", "created_at": "2026-12-01T08:00:01+02:00",
+    "status": "ACTIVE", "user": "owner", "project": "p-owner", "domain": "", "index": 3,
+    "role": "", "metadata": {"k": "café"}, "data": {}, "dependents": {},
+}
 
 
 def test_senlin_body_is_an_oslo_v2_envelope_of_versioned_objects():
@@ -138,13 +189,84 @@ def test_senlin_body_is_an_oslo_v2_envelope_of_versioned_objects():
     assert (inner["message_id"], inner["publisher_id"], inner["event_type"], inner["priority"]) == (
         n.id, "senlin-engine:h1", "node.reboot.end", "INFO"
     )
+    assert inner["_unique_id"] == n.id.replace("-", "")
     payload = inner["payload"]
     assert payload["senlin_object.name"] == "NodeActionPayload"
+    assert list(payload["senlin_object.data"]) == ["node", "action", "exception"]
+    assert payload["senlin_object.data"]["exception"] is None
     node = payload["senlin_object.data"]["node"]
     assert node["senlin_object.name"] == "NodePayload"
     assert node["senlin_object.data"]["cluster_id"] == "c-1"
     action = payload["senlin_object.data"]["action"]["senlin_object.data"]
-    assert action["action"] == "NODE_OPERATION" and action["inputs"] == {"operation": "reboot"}
+    # JsonField primitives are JSON text; an empty status_reason is '', as Senlin sends it.
+    assert action["action"] == "NODE_OPERATION" and action["inputs"] == '{"operation": "reboot"}'
+    assert action["status_reason"] == "" and action["end_time"] is None
+
+
+def test_senlin_payload_has_every_field_in_senlins_encodings():
+    body = record(phase="end", action={
+        "action": "NODE_OPERATION", "id": "33333333-3333-4333-8333-333333333333", "name": "",
+        "status": "RUNNING", "target": FULL_NODE["id"], "user": "u1", "project": "p1",
+        "created_at": "2026-12-01T06:00:02.999Z", "start_time": 1764568800.5, "timeout": 3600,
+        "inputs": {"operation": "reboot"}, "entity": FULL_NODE,
+    })
+    inner = json.loads(json.loads(
+        make("x", format="senlin").message(Record.model_validate(body))[1].body)["oslo.message"])
+    data = inner["payload"]["senlin_object.data"]
+    node = data["node"]["senlin_object.data"]
+    assert list(node) == [name for name, _ in notifications.NODE_FIELDS]  # Senlin's order
+    assert node["init_at"] == "2026-12-01T06:00:00Z"  # oslo isotime: UTC, whole seconds
+    assert node["created_at"] == "2026-12-01T06:00:01Z"  # converted from +02:00
+    assert (node["updated_at"], node["physical_id"]) == (None, None)  # nullable: sent as null
+    assert node["metadata"] == r'{"k": "caf\u00e9"}' and node["dependents"] == "{}"
+    assert (node["index"], node["role"], node["domain"]) == (3, "", "")
+    assert (node["user"], node["project"]) == ("owner", "p-owner")  # the entity's, as Senlin
+    assert node["status_reason"] == ""
+    action = data["action"]["senlin_object.data"]
+    assert list(action) == [name for name, _ in notifications.ACTION_FIELDS]
+    assert (action["name"], action["created_at"], action["start_time"]) == (
+        "", "2026-12-01T06:00:02Z", 1764568800.5)
+    assert (action["outputs"], action["data"], action["timeout"]) == ("{}", "{}", 3600)
+
+
+def test_senlin_payload_leaves_out_only_required_fields_a_record_lacks():
+    """Senlin cannot build a payload without them; null would fail a consumer's whole parse."""
+    inner = json.loads(json.loads(
+        make("x", format="senlin").message(Record.model_validate(record()))[1].body
+    )["oslo.message"])
+    cluster = inner["payload"]["senlin_object.data"]["cluster"]["senlin_object.data"]
+    nullable = {name for name, null in notifications.CLUSTER_FIELDS if null}
+    assert nullable <= set(cluster) and all(cluster[name] is None for name in nullable)
+    assert set(cluster) - nullable == {"id", "name", "status", "status_reason", "user", "project"}
+    assert (cluster["user"], cluster["project"]) == ("user-1", "project-1")  # the action's
+
+
+def test_senlin_envelope_time_and_context():
+    r = Record.model_validate(record(timestamp="2026-12-01T08:00:00+02:00", context={
+        "user_id": "u1", "project_id": "p1", "roles": ["member"], "request_id": "req-1",
+        "is_admin": False, "region_name": "RegionOne",
+    }))
+    inner = json.loads(json.loads(make("x", format="senlin").message(r)[1].body)["oslo.message"])
+    assert inner["timestamp"] == "2026-12-01 06:00:00"  # str(utcnow()): no fraction when zero
+    context = {k.removeprefix("_context_"): v for k, v in inner.items() if k.startswith("_context_")}
+    assert list(context) == list(notifications.CONTEXT_KEYS)
+    assert (context["user"], context["user_id"], context["project"], context["project_id"]) == (
+        "u1", "u1", "p1", "p1")
+    assert context["user_identity"] == "u1 p1 - - -"  # as oslo.context derives it
+    assert (context["roles"], context["is_admin"], context["region_name"]) == (
+        ["member"], False, "RegionOne")
+    assert all(context[k] is None for k in ("auth_token", "auth_token_info", "password"))
+    later = r.model_copy(update={"timestamp": datetime(2026, 12, 1, 6, 0, 0, 5, tzinfo=UTC)})
+    inner = json.loads(json.loads(make("x", format="senlin").message(later)[1].body)["oslo.message"])
+    assert inner["timestamp"] == "2026-12-01 06:00:00.000005"
+
+
+def test_senlin_context_without_one_is_the_actions_user():
+    r = Record.model_validate(record())
+    inner = json.loads(json.loads(make("x", format="senlin").message(r)[1].body)["oslo.message"])
+    assert (inner["_context_user_id"], inner["_context_project_id"]) == ("user-1", "project-1")
+    assert inner["_context_user_identity"] == "user-1 project-1 - - -"
+    assert inner["_context_request_id"] is None
 
 
 def test_batch_messages_carry_the_json_formats_objects():
@@ -325,67 +447,97 @@ async def test_another_client_library_reads_the_messages():
     assert body["derived"]["oname"] == "web"
 
 
-async def test_senlin_format_is_read_by_an_oslo_messaging_notification_listener():
-    oslo_messaging = pytest.importorskip("oslo_messaging")
-    from oslo_config import cfg
+# -- unroutable messages, default queues, exchanges declared by others ------------------------
 
+
+@pytest.mark.parametrize(
+    ("options", "messages"),
+    [({}, 3), ({"format": "senlin", "default_queue": False}, 3), ({"format": "batch"}, 1)],
+)
+async def test_unroutable_messages_are_counted_logged_once_per_key_and_passed_on(
+    options, messages, caplog
+):
     require_service("RabbitMQ", "127.0.0.1", 5672)
-    exchange = f"senlin-test-{uuid.uuid4().hex[:8]}"
-    received: list[tuple] = []
-    done = threading.Event()
-
-    class Endpoint:
-        def info(self, ctxt, publisher_id, event_type, payload, metadata):
-            received.append((ctxt, publisher_id, event_type, payload, metadata))
-            done.set()
-
-        error = info
-
-    conf = cfg.ConfigOpts()
-    conf([], project="dispatchd-test")
-    transport = oslo_messaging.get_notification_transport(conf, url="rabbit://guest:guest@127.0.0.1:5672/")
-    conf.set_override("amqp_durable_queues", True, group="oslo_messaging_rabbit")
-    targets = [oslo_messaging.Target(topic="versioned_notifications", exchange=exchange)]
-    listener = oslo_messaging.get_notification_listener(
-        transport, targets, [Endpoint()], executor="threading"
-    )
-    listener.start()
+    name = f"dispatchd-test-{uuid.uuid4().hex[:8]}"  # declared by the dispatcher, no queue bound
+    dispatcher = make(name, **options)
+    records = [Record.model_validate(record(level=level)) for level in ("INFO", "INFO", "ERROR")]
     try:
-        await _wait_for_binding(exchange)
-        dispatcher = make(exchange, format="senlin", publisher_id="senlin-engine:test")
-        r = Record.model_validate(record(level="ERROR"))
+        with caplog.at_level("WARNING", logger="dispatchd.dispatchers.message"):
+            await dispatcher.dump_batch(records)  # returned, not raised: nothing to retry
+            await dispatcher.dump_batch(records[:1])
+        report = dispatcher.report()
+    finally:
+        await _delete_exchange(name)
+        await dispatcher.close()
+    keys = {dispatcher.message(r)[0] for r in records} if messages > 1 else {"batch"}
+    assert report["unroutable"] == 4 and report["unroutable_messages"] == messages + 1
+    assert report["unroutable_keys"] == len(keys) and report["last_unroutable_key"] in keys
+    lines = [r.getMessage() for r in caplog.records if "route to no queue" in r.getMessage()]
+    assert sorted(re.search(r"routing key '([^']+)'", line)[1] for line in lines) == sorted(keys)
+
+
+async def test_senlin_default_queues_hold_notifications_once_declared_per_connection():
+    async with fresh_vhost_async() as vhost:
+        dispatcher = MessageDispatcher("message", MessageOptions(url=vhost.amqp_url, format="senlin"))
+        connection = await aio_pika.connect(vhost.amqp_url)
         try:
-            await dispatcher.dump_batch([r])
+            info, warn = (Record.model_validate(record(level=level)) for level in (20, 30))
+            await dispatcher.dump_batch([info, warn])  # nobody listens yet: the queues hold them
+            channel = await connection.channel()
+            for key, want in (("info", info), ("warn", warn)):
+                queue = await channel.declare_queue(f"versioned_notifications.{key}", passive=True)
+                got = await queue.get(no_ack=True, timeout=5)
+                assert got.message_id == want.id and got.routing_key == queue.name
+            assert dispatcher.report()["unroutable"] == 0
+            # Declared once per connection, as oslo's notifier: a queue deleted meanwhile is
+            # not declared again until the next connection, and what is sent till then is counted.
+            await channel.queue_delete("versioned_notifications.info")
+            await dispatcher.dump_batch([info])
+            assert dispatcher.report()["unroutable"] == 1
+            await dispatcher.close()
+            await dispatcher.dump_batch([info])  # reconnects, declares again
+            queue = await channel.declare_queue("versioned_notifications.info", passive=True)
+            assert (await queue.get(no_ack=True, timeout=5)).message_id == info.id
         finally:
             await dispatcher.close()
-        await asyncio.to_thread(done.wait, 20)
-    finally:
-        listener.stop()
-        listener.wait()
-        transport.cleanup()
-    [(ctxt, publisher_id, event_type, payload, metadata)] = received
-    assert (publisher_id, event_type) == ("senlin-engine:test", "cluster.scale_out.end")
-    assert metadata["message_id"] == r.id
-    assert ctxt["user_id"] == "user-1" and ctxt["project_id"] == "project-1"
-    assert payload["senlin_object.name"] == "ClusterActionPayload"
-    cluster = payload["senlin_object.data"]["cluster"]["senlin_object.data"]
-    assert (cluster["id"], cluster["name"], cluster["status"]) == ("c-1", "web", "ACTIVE")
+            await connection.close()
 
 
-async def _wait_for_binding(exchange: str) -> None:
-    """The listener declares its queue in a thread; publishing before that would drop messages."""
+async def test_a_default_queue_declared_otherwise_by_a_consumer_is_used_as_it_is():
+    async with fresh_vhost_async() as vhost:
+        connection = await aio_pika.connect(vhost.amqp_url)
+        channel = await connection.channel()
+        # A consumer's own durable, unbound queue of that name (oslo with amqp_durable_queues).
+        queue = await channel.declare_queue("versioned_notifications.error", durable=True)
+        dispatcher = MessageDispatcher("message", MessageOptions(url=vhost.amqp_url, format="senlin"))
+        try:
+            r = Record.model_validate(record(level="ERROR"))
+            await dispatcher.dump_batch([r])
+            assert (await queue.get(no_ack=True, timeout=5)).message_id == r.id
+            assert dispatcher.report()["unroutable"] == 0
+        finally:
+            await dispatcher.close()
+            await connection.close()
+
+
+async def test_an_exchange_declared_with_other_durability_is_used_as_it_is(caplog):
+    async with bound_queue(durable=False) as bound:  # as oslo.messaging declares it
+        dispatcher = make(bound.exchange)  # the json format declares durable
+        try:
+            with caplog.at_level("WARNING", logger="dispatchd.dispatchers.message"):
+                r = Record.model_validate(record())
+                await dispatcher.dump_batch([r])
+        finally:
+            await dispatcher.close()
+        assert [m.message_id for m in await bound.drain(1)] == [r.id]
+    assert "exists with other arguments" in caplog.text and "PRECONDITION_FAILED" in caplog.text
+
+
+async def _delete_exchange(name: str) -> None:
     connection = await aio_pika.connect(RABBIT_URL)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            channel = await connection.channel()
-            try:
-                await channel.declare_queue("versioned_notifications.error", passive=True)
-                await channel.declare_exchange(exchange, passive=True)
-                return
-            except aio_pika.exceptions.ChannelClosed:
-                await asyncio.sleep(0.1)
-        raise TimeoutError("the oslo listener did not bind its queue")
+        channel = await connection.channel()
+        await channel.exchange_delete(name)
     finally:
         await connection.close()
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+import uuid
 
+import aio_pika
 import aiohttp
 
-from .support.amqp import TcpProxy, bound_queue
-from .support.daemon import Daemon, eventually, post
+from .support.amqp import RABBIT_URL, TcpProxy, bound_queue
+from .support.daemon import DISPATCHD, Daemon, eventually, post
 from .support.records import record
 from .support.stream import streaming
 
@@ -100,3 +103,52 @@ async def _drain_events(bound, n: int) -> list[tuple]:
         for message in await bound.drain(1, timeout=1):
             got.append((message, json.loads(message.body)))
     return got
+
+
+async def test_unroutable_events_are_passed_on_counted_in_status_and_metrics_and_logged_once(
+    tmp_path,
+):
+    exchange = f"dispatchd-test-{uuid.uuid4().hex[:8]}"  # the daemon declares it; no queue bound
+    daemon = Daemon(tmp_path, ["message"], dispatchers={"message": {"exchange": exchange}})
+    try:
+        await daemon.start()
+        async with aiohttp.ClientSession() as session:
+            node = record(action={**record()["action"], "action": "NODE_CREATE",
+                                  "entity": {"type": "NODE", "id": "n-1"}})
+            for batch in ([record(), record(), node], [record()]):
+                status, body = await post(session, daemon.url + "/v1/events", batch)
+                assert status == 202, body
+
+            async def all_four() -> dict:
+                async with session.get(daemon.url + "/v1/status") as resp:
+                    entry = {d["name"]: d for d in (await resp.json())["dispatchers"]}["message"]
+                return entry if entry["delivered"] == 4 else {}
+
+            entry = await eventually(all_four, timeout=30)
+            async with session.get(daemon.url + "/metrics") as resp:
+                metrics = await resp.text()
+        shown = subprocess.run([str(DISPATCHD), "status", "-c", str(daemon.config)],
+                               capture_output=True, text=True, timeout=60)
+    finally:
+        daemon.kill()
+        await _delete_exchange(exchange)
+    # Passed on, not retried: nothing failed or was dead-lettered, and nothing waits.
+    assert (entry["failed"], entry["dead_letters"], entry["backlog"]) == (0, 0, 0)
+    report = entry["report"]
+    assert (report["unroutable"], report["unroutable_messages"], report["unroutable_keys"]) == (
+        4, 4, 2)
+    assert report["last_unroutable_key"] == "cluster.scale_out.end"
+    line = 'dispatchd_dispatcher_reported{dispatcher="message",key="unroutable"} 4.0'
+    assert line in metrics.splitlines()
+    assert "unroutable=4" in shown.stdout, shown.stdout + shown.stderr
+    logged = [line for line in daemon.logs().splitlines() if "route to no queue" in line]
+    assert len(logged) == 2  # once per routing key, not once per message
+    assert any("'node.create.end'" in line for line in logged)
+
+
+async def _delete_exchange(name: str) -> None:
+    connection = await aio_pika.connect(RABBIT_URL)
+    try:
+        await (await connection.channel()).exchange_delete(name)
+    finally:
+        await connection.close()

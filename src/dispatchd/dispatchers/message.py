@@ -6,6 +6,10 @@ together; it counts as delivered only when every confirm is in. While the broker
 ``Unavailable`` tells the worker to back off and retry without spending attempts, so the backlog
 waits in the spool; every retry first reconnects, so a broker that was absent at start or went away
 is picked up when it returns.
+
+Messages are published ``mandatory``: one that routes to no queue comes back (basic.return before
+its confirm). It is counted in ``report()`` and logged once per routing key, and not retried: it
+would not route until someone binds a queue, and retrying would hold every later event behind it.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import logging
 import socket
 import ssl
 import string
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractExchange
-from aio_pika.exceptions import AMQPError, DeliveryError
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed, DeliveryError, PublishError
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from yarl import URL
 
@@ -40,6 +44,8 @@ DEFAULTS = {
 }
 BATCH_TYPE = "dispatchd.batch"
 BATCH_ONLY = ("batch_max", "batch_max_bytes")
+# Routing keys remembered for logging an unroutable one once; past this, no more first-time lines.
+MAX_LOGGED_KEYS = 1024
 
 
 class MessageOptions(BaseModel):
@@ -54,8 +60,12 @@ class MessageOptions(BaseModel):
     batch_max_bytes: int = Field(default=1024 * 1024, gt=0)
     exchange: str = ""  # default by format: "dispatchd" (json, batch) or "senlin" (senlin)
     routing_key: str = ""  # default by format: see DEFAULTS
-    durable: bool = True
-    publisher_id: str = Field(default_factory=lambda: f"dispatchd:{socket.gethostname()}")
+    # Both default by format: a default oslo.messaging deployment (senlin) declares its exchange
+    # non-durable and, on publish, a queue per routing key so notifications wait for a consumer.
+    durable: bool | None = None  # json, batch: true; senlin: false
+    default_queue: bool | None = None  # json, batch: false; senlin: true
+    # Senlin's publisher is senlin-engine:<host>; consumers filtering on it keep working.
+    publisher_id: str = Field(default_factory=lambda: f"senlin-engine:{socket.gethostname()}")
     connect_timeout: float = Field(default=10.0, gt=0)
     confirm_timeout: float = Field(default=10.0, gt=0)
     ssl_ca_file: str | None = None
@@ -101,8 +111,12 @@ class MessageOptions(BaseModel):
     @model_validator(mode="after")
     def _format_defaults(self) -> MessageOptions:
         exchange, routing_key = DEFAULTS[self.format]
+        oslo = self.format == "senlin"
         object.__setattr__(self, "exchange", self.exchange or exchange)
         object.__setattr__(self, "routing_key", self.routing_key or routing_key)
+        object.__setattr__(self, "durable", not oslo if self.durable is None else self.durable)
+        if self.default_queue is None:
+            object.__setattr__(self, "default_queue", oslo)
         return self
 
     @property
@@ -129,6 +143,12 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         super().__init__(name, options)
         self._connection: AbstractConnection | None = None
         self._exchange: AbstractExchange | None = None
+        self._declarer: AbstractChannel | None = None  # declares default queues, apart
+        self._declared: set[str] = set()  # default queues declared on this connection
+        self._unroutable_events = 0
+        self._unroutable_messages = 0
+        self._unroutable_keys: set[str] = set()
+        self._last_unroutable_key = ""
 
     async def start(self) -> None:
         try:
@@ -148,8 +168,9 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         messages = self.messages(events)
         try:
             async with asyncio.timeout(self.options.confirm_timeout):
+                await self._declare_default_queues([key for key, _ in messages])
                 results = await asyncio.gather(
-                    *(exchange.publish(m, key, mandatory=False) for key, m in messages),
+                    *(exchange.publish(m, key, mandatory=True) for key, m in messages),
                     return_exceptions=True,
                 )
         except TimeoutError:
@@ -158,6 +179,25 @@ class MessageDispatcher(EventBackend[MessageOptions]):
                 f"publisher confirms not in after {self.options.confirm_timeout:g}s"
             ) from None
         await self._check(results)
+        self._count_returned(
+            [(key, m) for (key, m), r in zip(messages, results, strict=True)
+             if isinstance(r, PublishError)]
+        )
+
+    def report(self) -> Mapping[str, str | int | float | bool]:
+        """Where it publishes, and what came back unroutable since start (events and messages)."""
+        facts: dict[str, str | int | float | bool] = {
+            "format": self.options.format,
+            "exchange": self.options.exchange,
+            "durable": bool(self.options.durable),
+            "default_queue": bool(self.options.default_queue),
+            "unroutable": self._unroutable_events,
+            "unroutable_messages": self._unroutable_messages,
+            "unroutable_keys": len(self._unroutable_keys),
+        }
+        if self._last_unroutable_key:
+            facts["last_unroutable_key"] = self._last_unroutable_key
+        return facts
 
     def messages(self, events: list[Record]) -> list[tuple[str, aio_pika.Message]]:
         """The routing keys and AMQP messages for a batch of records, in order."""
@@ -170,11 +210,13 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         if self.options.format == "batch":
             return self._batch_message([(record, _json_body(record))])
         derived = record.derived()
-        etype = notifications.event_type(record, derived)
-        priority = notifications.priority(record)
         if self.options.format == "senlin":
-            body = notifications.senlin_body(record, derived, etype, self.options.publisher_id)
+            etype = notifications.senlin_event_type(record)
+            priority = notifications.oslo_priority(record.level)
+            body = notifications.senlin_body(record, self.options.publisher_id)
         else:
+            etype = notifications.event_type(record, derived)
+            priority = notifications.priority(record)
             body = notifications.json_body(record, derived, etype)
         key = self.options.routing_key.format(
             event_type=etype, priority=priority.lower(), otype=(derived.otype or "").lower()
@@ -223,7 +265,9 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         )
 
     async def _check(self, results: list[Any]) -> None:
-        errors = [r for r in results if isinstance(r, BaseException)]
+        # A PublishError is a basic.return: the broker took the message and routed it nowhere.
+        errors = [r for r in results
+                  if isinstance(r, BaseException) and not isinstance(r, PublishError)]
         if not errors:
             return
         nacked = [e for e in errors if isinstance(e, DeliveryError)]
@@ -232,6 +276,53 @@ class MessageDispatcher(EventBackend[MessageOptions]):
             raise RuntimeError(f"broker nacked {len(nacked)} of {len(results)} messages")
         await self._disconnect()
         raise Unavailable(f"publish failed: {_describe(errors[0])}")
+
+    def _count_returned(self, returned: list[tuple[str, aio_pika.Message]]) -> None:
+        for key, message in returned:
+            self._unroutable_messages += 1
+            self._unroutable_events += int((message.headers or {}).get("count", 1))  # type: ignore[arg-type]
+            self._last_unroutable_key = key
+            if key in self._unroutable_keys or len(self._unroutable_keys) >= MAX_LOGGED_KEYS:
+                continue
+            self._unroutable_keys.add(key)
+            log.warning(
+                "dispatcher %s: messages with routing key %r route to no queue on exchange %r;"
+                " counted as unroutable in status (logged once per key), not retried:"
+                " bind a queue to receive them",
+                self.name, key, self.options.exchange,
+            )
+
+    async def _declare_default_queues(self, keys: list[str]) -> None:
+        """As oslo.messaging's notifier: a queue named after each routing key, once per connection.
+
+        Messages then wait for a consumer that has not started yet instead of being dropped.
+        """
+        if not self.options.default_queue:
+            return
+        for key in dict.fromkeys(keys):
+            if key not in self._declared:
+                await self._declare_default_queue(key)
+                self._declared.add(key)
+
+    async def _declare_default_queue(self, key: str) -> None:
+        assert self._connection is not None and self._exchange is not None
+        try:
+            if self._declarer is None or self._declarer.is_closed:
+                self._declarer = await self._connection.channel(publisher_confirms=False)
+            try:
+                queue = await self._declarer.declare_queue(
+                    key, durable=bool(self.options.durable), auto_delete=False
+                )
+            except ChannelPreconditionFailed as exc:
+                # Declared by a consumer with other arguments (durable, quorum...): use it as it is.
+                log.info("dispatcher %s: queue %r exists with other arguments (%s); binding it"
+                         " as it is", self.name, key, exc)
+                self._declarer = await self._connection.channel(publisher_confirms=False)
+                queue = await self._declarer.declare_queue(key, passive=True)
+            await queue.bind(self._exchange.name, key)
+        except (AMQPError, OSError) as exc:
+            await self._disconnect()
+            raise Unavailable(f"declaring queue {key!r} failed: {_describe(exc)}") from None
 
     async def _connect(self) -> AbstractExchange:
         if self._exchange is not None and self._connection is not None:
@@ -243,10 +334,7 @@ class MessageDispatcher(EventBackend[MessageOptions]):
             self._connection = await aio_pika.connect(
                 opts.url, timeout=opts.connect_timeout, ssl_context=opts.ssl_context()
             )
-            channel = await self._connection.channel(publisher_confirms=True)
-            self._exchange = await channel.declare_exchange(
-                opts.exchange, aio_pika.ExchangeType.TOPIC, durable=opts.durable
-            )
+            self._exchange = await self._declare_exchange(self._connection)
         except (AMQPError, OSError, TimeoutError, ssl.SSLError) as exc:
             await self._disconnect()
             raise Unavailable(f"cannot reach {opts.safe_url}: {_describe(exc)}") from None
@@ -254,8 +342,27 @@ class MessageDispatcher(EventBackend[MessageOptions]):
                  opts.exchange)
         return self._exchange
 
+    async def _declare_exchange(self, connection: AbstractConnection) -> AbstractExchange:
+        """The topic exchange, declared; one that exists with other arguments is used as it is."""
+        opts = self.options
+        # on_return_raises: a basic.return fails that message's publish with PublishError.
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            return await channel.declare_exchange(
+                opts.exchange, aio_pika.ExchangeType.TOPIC, durable=bool(opts.durable)
+            )
+        except ChannelPreconditionFailed as exc:
+            # Consumers declared it first (say durable where we would not): theirs is the one
+            # they read from, so publish to it; refusing would stop the pipeline for a flag.
+            log.warning("dispatcher %s: exchange %r exists with other arguments (%s); publishing"
+                        " to it as it is", self.name, opts.exchange, exc)
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            return await channel.get_exchange(opts.exchange, ensure=True)
+
     async def _disconnect(self) -> None:
         connection, self._connection, self._exchange = self._connection, None, None
+        self._declarer = None
+        self._declared.clear()
         if connection is not None:
             await _quietly_close(connection)
 
