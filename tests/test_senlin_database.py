@@ -58,7 +58,10 @@ def senlin_db(tmp: Path, venv: str = "sa2") -> Path:
 def rows(path: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(path) as db:
         db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("SELECT * FROM event ORDER BY oname")]
+        try:
+            return [dict(row) for row in db.execute("SELECT * FROM event ORDER BY oname")]
+        except sqlite3.OperationalError:  # dispatchd has not created the table yet
+            return []
 
 
 def schema(path: Path) -> list[Any]:
