@@ -2,7 +2,7 @@
 #
 # Nothing is fetched during the build: dispatchd, its plugins and all their dependencies are installed
 # offline from wheels built beforehand on the host (their CPython version must match the base's):
-#     pip wheel --wheel-dir dist/wheels '.[uvloop]' plugins/*/
+#     pip wheel --wheel-dir dist/wheels '.[uvloop]' plugins/jsonfile
 #     docker build -t dispatchd .                         # official python:3.12-slim base
 #     podman build --format docker --build-arg BASE=localhost/py-base:bookworm -t dispatchd .
 #
