@@ -7,6 +7,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from dispatchd.dispatchers.database import DatabaseDispatcher, DatabaseOptions, row_of
@@ -180,3 +182,16 @@ async def test_a_worker_whose_start_is_cut_off_leaves_no_sqlite_thread(tmp_path,
     finally:
         await spool.close()
     assert _threads_for("ev.db") == []
+
+
+@given(st.datetimes())
+def test_timestamps_are_encoded_as_sqlalchemy_encodes_them_on_sqlite(value):
+    """The fast path (isoformat) stands in for SQLAlchemy's processor only where they agree."""
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    from dispatchd.dispatchers.event_table import _datetime_encoder
+
+    dialect = sqlite.dialect()
+    processor = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert _datetime_encoder(dialect)(value) == processor(value)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
@@ -73,11 +73,26 @@ def missing_columns(present: set[str]) -> list[str]:
     return [name for name in COLUMNS if name not in present]
 
 
+SAMPLES = (datetime(2026, 12, 1, 6, 0, 0, 123456), datetime(5, 1, 2, 3, 4, 5), datetime.max)
+
+
+def _datetime_encoder(dialect: Dialect) -> Callable[[datetime], Any]:
+    """SQLAlchemy's encoding of a naive DATETIME for the dialect; its own processor costs 1.4 us
+    a row, so where ``isoformat`` gives the same text (SQLite) that is used instead."""
+    processor = EVENT.c.timestamp.type.dialect_impl(dialect).bind_processor(dialect)
+    if processor is None:
+        return lambda value: value  # the driver takes datetime objects
+
+    def iso(value: datetime) -> str:
+        return value.isoformat(sep=" ", timespec="microseconds")
+
+    same = all(processor(sample) == iso(sample) for sample in SAMPLES)
+    return iso if same else processor
+
+
 def row_encoder(dialect: Dialect) -> Callable[[Record], Row]:
     """A function from a record to the values Senlin's ``DBEvent.dump`` binds, in COLUMNS order."""
-    to_datetime: Callable[[Any], Any] = (
-        EVENT.c.timestamp.type.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
-    )
+    to_datetime = _datetime_encoder(dialect)
 
     def row_of(record: Record) -> Row:
         d = record.derived()
@@ -90,7 +105,8 @@ def row_encoder(dialect: Dialect) -> Callable[[Record], Row]:
             d.cluster_id,
             str(record.level),  # Senlin binds the int to VARCHAR(63): '20'
             d.user, d.project, d.action, d.status, d.status_reason,
-            json.dumps(d.meta_data),  # Senlin's Dict type: jsonutils.dumps, '{}' when empty
+            # Senlin's Dict type: jsonutils.dumps, so '{}' when empty (most events: skip the call)
+            json.dumps(d.meta_data) if d.meta_data else "{}",
         )
 
     return row_of
