@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DISPATCHD = Path(sys.executable).parent / "dispatchd"
 MB = 1024 * 1024
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -58,6 +59,32 @@ def memory(pid: int) -> tuple[int, int]:
             if key in ("VmRSS", "VmHWM"):
                 fields[key] = int(value.split()[0]) * 1024
     return fields.get("VmRSS", 0), fields.get("VmHWM", 0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads (live or ended), from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name may hold spaces and parentheses: the fields start after the last ")".
+        fields = stat.read().rpartition(")")[2].split()
+    # fields[0] is field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """A process's CPU time from when the meter is made: per event, and in cores (CPU / wall)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu, self.wall = cpu_seconds(pid), time.monotonic()
+
+    def seconds(self) -> float:
+        return cpu_seconds(self.pid) - self.cpu
+
+    def us_per_event(self, events: float) -> float:
+        return self.seconds() / events * 1e6 if events else float("nan")
+
+    def cores(self) -> float:
+        return self.seconds() / (time.monotonic() - self.wall)
 
 
 def pinned(core: int | None, argv: Sequence[str]) -> list[str]:

@@ -1,9 +1,11 @@
 """Open-loop load at a fixed rate, for latency at a given load (wrk measures the maximum).
 
-    python bench/loadgen.py URL BODY_FILE --rate 50 --seconds 10 [--connections 16]
+    python bench/loadgen.py URL BODY_FILE --rate 50 --seconds 10 [--connections 16] [--accepted F]
 
 Request ``i`` is due at ``start + i / rate``; its latency counts from when it was due, so a server
 that stalls is charged for the requests it held up (no coordinated omission). Prints one JSON line.
+With ``--accepted``, writes one "id<TAB>time.time() of the 202" line per accepted record, for the
+accepted -> published lag that bench/consumer.py's arrivals give.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import aiohttp
 from common import percentile
 
 
-async def run(url: str, body: bytes, rate: float, seconds: float, connections: int) -> dict[str, float]:
+async def run(url: str, body: bytes, rate: float, seconds: float, connections: int,
+              accepted: list[tuple[str, float]] | None = None) -> dict[str, float]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     headers = {"Content-Type": "application/json"}
@@ -31,7 +34,10 @@ async def run(url: str, body: bytes, rate: float, seconds: float, connections: i
         async with slots:
             try:
                 async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
+                    answer = await resp.read()
+                    if accepted is not None and resp.status == 202:
+                        now = time.time()
+                        accepted.extend((i, now) for i in json.loads(answer)["ids"])
                     statuses[resp.status] = statuses.get(resp.status, 0) + 1
             except aiohttp.ClientError:
                 statuses[0] = statuses.get(0, 0) + 1
@@ -62,9 +68,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--accepted", type=Path, help="write each accepted id and its 202's time")
     args = parser.parse_args()
+    accepted: list[tuple[str, float]] | None = [] if args.accepted else None
     result = asyncio.run(run(args.url, args.body.read_bytes(), args.rate, args.seconds,
-                             args.connections))
+                             args.connections, accepted))
+    if args.accepted and accepted is not None:
+        args.accepted.write_text("".join(f"{i}\t{t:.6f}\n" for i, t in accepted))
     print(json.dumps(result))
     return 0
 
