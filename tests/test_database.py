@@ -5,6 +5,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -195,3 +196,70 @@ def test_timestamps_are_encoded_as_sqlalchemy_encodes_them_on_sqlite(value):
     dialect = sqlite.dialect()
     processor = DateTime().dialect_impl(dialect).bind_processor(dialect)
     assert _datetime_encoder(dialect)(value) == processor(value)
+
+
+# -- row building: the fast path against the plain one ----------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+entities = st.one_of(st.none(), st.fixed_dictionaries(
+    {"type": st.sampled_from(["NODE", "node", "CLUSTER", "cluster", "PROFILE"])},
+    optional={"id": st.text(max_size=5), "name": st.text(max_size=5), "status": st.text(max_size=5),
+              "cluster_id": st.text(max_size=5), "status_reason": st.text(max_size=5)}))
+offsets = st.integers(-1439, 1439).map(lambda m: timezone(timedelta(minutes=m)))
+moments = st.tuples(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 1, 1)),
+                    offsets).map(lambda t: t[0].replace(tzinfo=t[1]))
+
+
+@st.composite
+def records(draw: st.DrawFn) -> Record:
+    action = {"action": draw(st.sampled_from(["NODE_CREATE", "CLUSTER_OPERATION", "NODE_OPERATION"])),
+              "inputs": draw(st.fixed_dictionaries({}, optional={"operation": json_values})),
+              "user": draw(st.none() | st.text(max_size=4)),
+              "project": draw(st.none() | st.text(max_size=4))}
+    if (entity := draw(entities)) is not None:
+        action["entity"] = entity
+    body = {"level": draw(st.integers(10, 50)), "action": action,
+            "timestamp": draw(moments).isoformat(),
+            "phase": draw(st.none() | st.text(max_size=4)),
+            "reason": draw(st.none() | st.text(max_size=4)),
+            "extra": draw(st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=3))}
+    if draw(st.booleans()):
+        body["context"] = {"user_id": draw(st.none() | st.text(max_size=4)),
+                           "project_id": draw(st.none() | st.text(max_size=4))}
+    return Record.model_validate_json(json.dumps(body))
+
+
+def plain_row(record: Record) -> tuple[object, ...]:
+    """The row as first written: Derived's fields by name, SQLAlchemy's processor, json.dumps."""
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    dialect = sqlite.dialect()
+    processor = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    action, entity, context = record.action, record.action.entity, record.context
+    name = action.action
+    if name in ("CLUSTER_OPERATION", "NODE_OPERATION"):
+        operation = action.inputs.get("operation")
+        name = operation if isinstance(operation, str) and operation else name
+    otype = entity.type.upper() if entity else None
+    cluster_id = None if entity is None else entity.id if otype == "CLUSTER" else entity.cluster_id
+    extra = record.extra or {}
+    return (
+        record.id, processor(record.timestamp.astimezone(UTC).replace(tzinfo=None)),
+        entity.id if entity else None, entity.name if entity else None, otype, cluster_id,
+        str(record.level),
+        context.user_id if context else action.user, context.project_id if context else action.project,
+        name, record.phase or (entity.status if entity else None),
+        record.reason or (entity.status_reason if entity else None),
+        json.dumps(extra) if extra else "{}",
+    )
+
+
+@given(records())
+def test_rows_are_built_as_the_plain_way_builds_them(r):
+    assert row_of(r) == plain_row(r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
@@ -16,7 +17,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from dispatchd import Record
+from dispatchd import Derived, Record
 
 METADATA = MetaData()
 EVENT = Table(
@@ -83,30 +84,51 @@ def _datetime_encoder(dialect: Dialect) -> Callable[[datetime], Any]:
     if processor is None:
         return lambda value: value  # the driver takes datetime objects
 
-    def iso(value: datetime) -> str:
-        return value.isoformat(sep=" ", timespec="microseconds")
+    same = all(processor(sample) == _iso(sample) for sample in SAMPLES)
+    return _iso if same else processor
 
-    same = all(processor(sample) == iso(sample) for sample in SAMPLES)
-    return iso if same else processor
+
+def _iso(value: datetime) -> str:
+    return value.isoformat(sep=" ", timespec="microseconds")
+
+
+def _meta_data_encoder() -> Callable[[Any], str]:
+    """``json.dumps`` (Senlin's ``jsonutils.dumps`` for what a record can hold), without building
+    an encoder per call: 1 us instead of 3 for a small dict."""
+    plain = json.JSONEncoder()
+    if c_make_encoder is None:  # no C accelerator: json.dumps it is
+        return plain.encode
+    # No circular check: a record's data came from JSON (or was validated as such), so it has
+    # no cycles, and markers left behind by a failed call could not wrongly reject the next one.
+    encoder = c_make_encoder(None, plain.default, encode_basestring_ascii, None, ": ", ", ",
+                             False, False, True)
+    return lambda value: "".join(encoder(value, 0))
 
 
 def row_encoder(dialect: Dialect) -> Callable[[Record], Row]:
     """A function from a record to the values Senlin's ``DBEvent.dump`` binds, in COLUMNS order."""
     to_datetime = _datetime_encoder(dialect)
+    as_text = to_datetime is _iso
+    meta_data = _meta_data_encoder()
 
     def row_of(record: Record) -> Row:
-        d = record.derived()
+        d = Derived.of(record)
         # Senlin stores naive UTC (oslo's utcnow); an aware time in another zone is converted.
         ts = record.timestamp
         if ts.utcoffset():
             ts = ts.astimezone(UTC)
+        # The aware time's text less its "+00:00" is the naive time's: one call fewer.
+        when = ts.isoformat(" ", "microseconds") if as_text else ""
+        if when.endswith("+00:00"):
+            when = when[:-6]
+        else:
+            when = to_datetime(ts.replace(tzinfo=None))
         return (
-            record.id, to_datetime(ts.replace(tzinfo=None)), d.oid, d.oname, d.otype,
-            d.cluster_id,
+            record.id, when, d.oid, d.oname, d.otype, d.cluster_id,
             str(record.level),  # Senlin binds the int to VARCHAR(63): '20'
             d.user, d.project, d.action, d.status, d.status_reason,
             # Senlin's Dict type: jsonutils.dumps, so '{}' when empty (most events: skip the call)
-            json.dumps(d.meta_data) if d.meta_data else "{}",
+            meta_data(d.meta_data) if d.meta_data else "{}",
         )
 
     return row_of
