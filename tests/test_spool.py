@@ -527,3 +527,123 @@ async def test_records_from_before_accept_times_have_none(tmp_path):
         assert await s.oldest_accepted(1) is not None
     finally:
         await s.close()
+
+
+# -- a request's records in one row --------------------------------------------------------------
+
+
+async def reopened(path: Path) -> Spool:
+    """The spool at ``path`` opened afresh: nothing in memory, every read from the file."""
+    s = Spool(path)
+    await s.open()
+    return s
+
+
+def stored_rows(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT seq, level, count FROM spool ORDER BY seq").fetchall()
+
+
+async def test_records_appended_together_share_one_row_and_are_read_back_one_by_one(tmp_path):
+    s = await reopened(tmp_path / "s.db")
+    await s.ensure_cursor("a")
+    assert await s.append(rows(3, level=30) + rows(1, level=40), together=True) == [1, 2, 3, 4]
+    assert await s.append(rows(1), together=True) == [5]
+    await s.close()
+    assert stored_rows(tmp_path / "s.db") == [(4, 40, 4), (5, 20, None)]
+    s = await reopened(tmp_path / "s.db")
+    try:
+        read = await s.read(0, 10)
+        assert [(r.seq, r.body, r.decoded) for r in read] == [
+            (1, '{"n": 0}', None), (2, '{"n": 1}', None), (3, '{"n": 2}', None),
+            (4, '{"n": 0}', None), (5, '{"n": 0}', None)]
+        # From the middle of a row, and a limit that ends inside one.
+        assert [r.seq for r in await s.read(1, 2)] == [2, 3]
+        assert [r.seq for r in await s.read(3, 1)] == [4]
+        assert await s.oldest_accepted(2) == read[2].accepted
+    finally:
+        await s.close()
+
+
+async def test_a_body_with_a_newline_gets_a_row_of_its_own(tmp_path):
+    s = await reopened(tmp_path / "s.db")
+    await s.ensure_cursor("a")
+    await s.append([(20, '{"a": 1}'), (20, '{"b":\n2}')], together=True)
+    await s.close()
+    assert stored_rows(tmp_path / "s.db") == [(1, 20, None), (2, 20, None)]
+    s = await reopened(tmp_path / "s.db")
+    try:
+        assert [r.body for r in await s.read(0, 10)] == ['{"a": 1}', '{"b":\n2}']
+    finally:
+        await s.close()
+
+
+async def test_a_row_is_kept_while_a_cursor_is_inside_it_across_a_restart(tmp_path):
+    s = await reopened(tmp_path / "s.db")
+    await s.ensure_cursor("a")
+    await s.append(rows(4), together=True)
+    await s.append(rows(4), together=True)
+    await s.move_cursor("a", 6)  # inside the second row: the first goes, the second stays
+    await s.append(rows(1))
+    await s.close()
+    assert [seq for seq, _, _ in stored_rows(tmp_path / "s.db")] == [8, 9]
+    s = await reopened(tmp_path / "s.db")
+    try:
+        assert (s.head, s.floor, s.backlog) == (9, 6, 3)
+        assert [(r.seq, r.body) for r in await s.read(6, 10)] == [
+            (7, '{"n": 2}'), (8, '{"n": 3}'), (9, '{"n": 0}')]
+        await s.move_cursor("a", 9)
+        await eventually(lambda: stored_rows(tmp_path / "s.db") == [])
+    finally:
+        await s.close()
+
+
+async def test_retiring_a_cursor_inside_a_row_dead_letters_only_what_it_was_owed(tmp_path):
+    s = await reopened(tmp_path / "s.db")
+    try:
+        await s.ensure_cursor("a")
+        await s.ensure_cursor("b")
+        await s.append(rows(3), together=True)
+        await s.append(rows(3), together=True)
+        await s.move_cursor("b", 2)
+        assert await s.retire_cursor("b", "disabled", upto=5) == 3
+        letters = await s.dead_letters("b")
+        assert [(d.row.seq, d.row.body, d.error) for d in letters] == [
+            (3, '{"n": 2}', "disabled"), (4, '{"n": 0}', "disabled"), (5, '{"n": 1}', "disabled")]
+    finally:
+        await s.close()
+
+
+async def test_a_row_that_lost_lines_still_gives_every_seq(tmp_path):
+    s = await reopened(tmp_path / "s.db")
+    await s.ensure_cursor("a")
+    await s.append(rows(3), together=True)
+    await s.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("""UPDATE spool SET body = '{"n": 0}' WHERE seq = 3""")
+    s = await reopened(tmp_path / "s.db")
+    try:  # the worker dead-letters the empty ones as undecodable: nothing vanishes unseen
+        assert [(r.seq, r.body) for r in await s.read(0, 10)] == [(1, '{"n": 0}'), (2, ""), (3, "")]
+    finally:
+        await s.close()
+
+
+async def test_a_spool_with_one_row_per_record_is_migrated_and_read(tmp_path):
+    with sqlite3.connect(tmp_path / "old.db") as db:  # as dispatchd wrote it before count
+        db.executescript("""
+            CREATE TABLE spool (seq INTEGER PRIMARY KEY, level INTEGER NOT NULL,
+                                body TEXT NOT NULL, target TEXT, accepted REAL);
+            CREATE TABLE cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+            INSERT INTO spool VALUES (1, 20, '{"n": 1}', NULL, 1.5), (2, 30, '{"n": 2}', NULL, 2.5),
+                                     (3, 20, '{"n": 3}', 'a', 3.5);
+            INSERT INTO cursor VALUES ('a', 1);
+        """)
+    s = await reopened(tmp_path / "old.db")
+    try:
+        assert (s.head, s.floor) == (3, 1)
+        assert [(r.seq, r.level, r.body, r.target) for r in await s.read(1, 10)] == [
+            (2, 30, '{"n": 2}', None), (3, 20, '{"n": 3}', "a")]
+        assert await s.append(rows(2), together=True) == [4, 5]
+        assert [r.seq for r in await s.read(1, 10)] == [2, 3, 4, 5]
+    finally:
+        await s.close()

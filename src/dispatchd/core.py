@@ -18,7 +18,7 @@ from typing import Any
 from . import registry, validation
 from .config import Config
 from .errors import ConfigError, NotEnabled, PluginError, Stopping, UnknownDispatcher
-from .models import Record
+from .models import Record, spool_json
 from .reload import Plan, Reloader, ReloadResult, plan, watch
 from .spool import DeadLetter, Spool
 from .status import ConfigStatus, DispatcherStatus, Snapshot, SpoolStatus, readiness_problems
@@ -197,9 +197,10 @@ class Core:
         if self.stopping:
             raise Stopping("dispatchd is shutting down")
         # Every field that can be None defaults to None: leaving them out is lossless, and keeps
-        # rows small now that a record may carry all of Senlin's attributes.
-        rows = [(r.level, r.model_dump_json(exclude_none=True)) for r in records]
-        seqs = await self.spool.append(rows, records)
+        # rows small now that a record may carry all of Senlin's attributes. A request's records
+        # share one spool row.
+        rows = [(r.level, spool_json(r)) for r in records]
+        seqs = await self.spool.append(rows, records, together=True)
         self.accepted += len(seqs)
         return seqs
 

@@ -335,3 +335,10 @@ _tuple_new = tuple.__new__
 
 RECORD = TypeAdapter(Record)
 RECORDS = TypeAdapter(list[Record])
+_to_json = Record.__pydantic_serializer__.to_json
+
+
+def spool_json(record: Record) -> str:
+    """The record's JSON as the spool keeps it: None fields left out (each defaults to None)."""
+    # pydantic-core's serializer itself: model_dump_json's Python wrapper costs 0.7 us a record.
+    return _to_json(record, exclude_none=True).decode()

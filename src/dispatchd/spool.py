@@ -4,9 +4,11 @@ Every write (appends, cursor moves, dead letters) goes through one writer task t
 operations waiting, applies them in one transaction and then answers them all. Records get
 consecutive sequence numbers, so the backlog is ``head - floor`` without counting rows, and rows
 at or below every cursor (the floor) are deleted by the commits that follow, a bounded step each,
-so that no single commit needs more than a fraction of the reserve. The last ``RECENT``
-committed records stay in memory, decoded, so a worker that keeps up with ingest takes them from
-there instead of reading and decoding them again.
+so that no single commit needs more than a fraction of the reserve. The records of one request
+share a row (their bodies one per line, the row keyed by the last seq): a row costs about as much
+to insert as a record's bytes, so a 100-record batch writes 1.2 us per record instead of 3. The
+last ``RECENT`` committed records stay in memory, decoded, so a worker that keeps up with ingest
+takes them from there instead of reading and decoding them again.
 
 Safety: ``open`` takes the spool's lock file first (one daemon per spool, ``dispatchd.lock``), and
 ingest stops while the free space (the filesystem's, plus the pages SQLite can reuse inside the
@@ -53,11 +55,12 @@ DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB: what moves a spool file asi
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
-    seq    INTEGER PRIMARY KEY,
-    level  INTEGER NOT NULL,
-    body   TEXT NOT NULL,
+    seq    INTEGER PRIMARY KEY,  -- of the row's last record
+    level  INTEGER NOT NULL,  -- the highest of its records'
+    body   TEXT NOT NULL,  -- the records' JSON, one per line
     target TEXT,  -- NULL: every dispatcher; a name: that one only (a dead-letter replay)
-    accepted REAL  -- epoch seconds of the commit that stored it; NULL in older files
+    accepted REAL,  -- epoch seconds of the commit that stored it; NULL in older files
+    count  INTEGER  -- records in the row, seq - count + 1 .. seq; NULL (older files): one
 );
 CREATE TABLE IF NOT EXISTS cursor (
     name TEXT PRIMARY KEY,
@@ -116,7 +119,8 @@ class DeadLetter:
 class _Batch:
     """Operations taken together by the writer; applied in one transaction."""
 
-    appends: list[Row] = field(default_factory=list)
+    appends: list[Row] = field(default_factory=list)  # one per record, kept in memory
+    stored: list[_Stored] = field(default_factory=list)  # the spool rows they make
     purges: list[tuple[str, int]] = field(default_factory=list)  # dead letters: name, up to rowid
     cursors: dict[str, int] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)
@@ -131,10 +135,15 @@ class _Batch:
 AT_HEAD = -1  # a cursor value meaning "the head as of this commit"
 
 
+# (seq, level, body, target, accepted, count): one spool row, as inserted.
+_Stored = tuple[int, int, str, "str | None", "float | None", "int | None"]
+
+
 @dataclass(eq=False)  # compared by identity: the signals below are particular instances
 class _Op:
     rows: Sequence[tuple[int, str]] = ()
     decoded: Sequence[Any] = ()  # parallel to rows, or empty
+    together: bool = False  # the rows share one spool row
     target: str | None = None
     purge: tuple[str, int] | None = None
     cursor: tuple[str, int] | None = None
@@ -294,11 +303,13 @@ class Spool:
         return max(0, self.max_events - self.backlog)
 
     async def append(
-        self, records: Sequence[tuple[int, str]], decoded: Sequence[Any] = ()
+        self, records: Sequence[tuple[int, str]], decoded: Sequence[Any] = (),
+        together: bool = False,
     ) -> list[int]:
         """Durably store ``(level, body)`` records; return their seqs once committed.
 
-        ``decoded``, if given, holds what each body decodes to, for workers that keep up.
+        ``decoded``, if given, holds what each body decodes to, for workers that keep up;
+        ``together``: in one spool row (a body with a newline in it gets a row of its own).
         """
         if self._writer is None:
             raise SpoolUnavailable("the spool is closed")
@@ -306,7 +317,7 @@ class Spool:
         if len(records) > self.room():
             raise SpoolFull(f"the spool holds {self.backlog} of {self.max_events} events")
         self._queued += len(records)
-        op = _Op(rows=records, decoded=decoded)
+        op = _Op(rows=records, decoded=decoded, together=together)
         try:
             await self._submit(op)
         finally:
@@ -371,9 +382,8 @@ class Spool:
             # Indexing, not islice: islice walks from the left end, and readers are near the right.
             start = after + 1 - recent[0].seq
             return [recent[i] for i in range(start, min(start + limit, len(recent)))]
-        sql = ("SELECT seq, level, body, target, accepted FROM spool WHERE seq > ?"
-               " ORDER BY seq LIMIT ?")
-        return [Row(*row) for row in await self._query(sql, (after, limit))]
+        assert self._reader_db is not None
+        return await self._reader_db.run(lambda db: _read_rows(db, after, limit))
 
     async def oldest_accepted(self, after: int) -> float | None:
         """When the first stored record with ``seq > after`` was accepted; ``None``: none is
@@ -521,10 +531,12 @@ class Spool:
         seq = self.head
         for op in ops:
             decoded = op.decoded or itertools.repeat(None)
+            first = len(batch.appends)
             for (level, body), record in zip(op.rows, decoded, strict=False):
                 seq += 1
                 op.seqs.append(seq)
                 batch.appends.append(Row(seq, level, body, op.target, batch.now, record))
+            batch.stored.extend(_stored(batch.appends[first:], op.together))
             if op.purge is not None:
                 batch.purges.append(op.purge)
             if op.cursor is not None:
@@ -681,6 +693,8 @@ def _prepare(db: sqlite3.Connection, reserve: int) -> int:
         db.execute("ALTER TABLE spool ADD COLUMN target TEXT")
     if "accepted" not in columns:  # spool files from before lag was reported
         db.execute("ALTER TABLE spool ADD COLUMN accepted REAL")
+    if "count" not in columns:  # spool files from before a request's records shared a row
+        db.execute("ALTER TABLE spool ADD COLUMN count INTEGER")
     return page_size
 
 
@@ -725,25 +739,77 @@ def _error_code(exc: sqlite3.Error) -> int | None:
 
 def _stored_state(db: sqlite3.Connection) -> tuple[int | None, int | None, dict[str, int], int | None]:
     """Lowest and highest stored seq, the cursors, and the head recorded in meta."""
-    low, high = db.execute("SELECT MIN(seq), MAX(seq) FROM spool").fetchone()
+    (high,) = db.execute("SELECT MAX(seq) FROM spool").fetchone()
+    # A row is keyed by its last seq: the lowest seq stored is the first of the lowest row's.
+    lowest = db.execute("SELECT seq, count FROM spool ORDER BY seq LIMIT 1").fetchone()
+    low = None if lowest is None else lowest[0] - (lowest[1] or 1) + 1
     cursors = dict(db.execute("SELECT name, seq FROM cursor").fetchall())
     meta = db.execute("SELECT value FROM meta WHERE key = 'head'").fetchone()
     return low, high, cursors, meta[0] if meta else None
+
+
+def _stored(rows: list[Row], together: bool) -> list[_Stored]:
+    """The spool rows for ``rows`` (of one append): one, if together and the bodies have no
+    newline (ours never do: JSON escapes it), else one each."""
+    if together and len(rows) > 1 and not any("\n" in row.body for row in rows):
+        last = rows[-1]
+        return [(last.seq, max(row.level for row in rows), "\n".join(row.body for row in rows),
+                 last.target, last.accepted, len(rows))]
+    return [(r.seq, r.level, r.body, r.target, r.accepted, None) for r in rows]
+
+
+def _split(seq: int, level: int, body: str, target: str | None, accepted: float | None,
+           count: int | None) -> list[Row]:
+    """The records of one spool row, in seq order (the level of each is the row's)."""
+    if count is None or count <= 1:
+        return [Row(seq, level, body, target, accepted)]
+    bodies = body.split("\n", count - 1)
+    # A row that lost lines (it cannot, short of damage) still gives every seq it covers: an
+    # empty body, which the worker dead-letters as undecodable, rather than a silent gap.
+    bodies += [""] * (count - len(bodies))
+    first = seq - count + 1
+    return [Row(first + i, level, text, target, accepted) for i, text in enumerate(bodies)]
+
+
+ROWS_AFTER = "SELECT seq, level, body, target, accepted, count FROM spool WHERE seq > ? ORDER BY seq"
+
+
+def _read_rows(db: sqlite3.Connection, after: int, limit: int) -> list[Row]:
+    """Up to ``limit`` records with ``seq > after``, oldest first; reads only the rows needed."""
+    found: list[Row] = []
+    for stored in db.execute(ROWS_AFTER, (after,)):
+        found.extend(row for row in _split(*stored) if row.seq > after)
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
+def _retire(db: sqlite3.Connection, name: str, after: int, upto: int, reason: str,
+            now: float) -> None:
+    """Copy the records ``after < seq <= upto`` to ``name``'s dead letters, in seq order."""
+    sql = ("INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
+           " VALUES (?, ?, ?, ?, 0, ?)")
+    letters: list[tuple[str, int, str, str, float]] = []
+    for stored in db.execute(ROWS_AFTER, (after,)):  # read as far as needed, no further
+        rows = _split(*stored)
+        if rows[0].seq > upto:
+            break
+        letters += [(name, r.seq, r.body, reason, now) for r in rows if after < r.seq <= upto]
+        if len(letters) >= 1000:  # a large backlog moves in steps, not all in memory at once
+            db.executemany(sql, letters)
+            letters = []
+    db.executemany(sql, letters)
 
 
 def _write(db: sqlite3.Connection, batch: _Batch, head: int, compacted: int) -> None:
     """Everything one group commit changes, from the spool's ``head`` and the seq it had
     deleted up to before it."""
     for name, after, upto, reason in batch.retired:
-        db.execute(
-            "INSERT INTO dead_letter (dispatcher, seq, body, error, attempts, failed_at)"
-            " SELECT ?, seq, body, ?, 0, ? FROM spool WHERE seq > ? AND seq <= ?",
-            (name, reason, batch.now, after, min(upto, head)),
-        )
-    if batch.appends:
+        _retire(db, name, after, min(upto, head), reason, batch.now)
+    if batch.stored:
         db.executemany(
-            "INSERT INTO spool (seq, level, body, target, accepted) VALUES (?, ?, ?, ?, ?)",
-            [(r.seq, r.level, r.body, r.target, r.accepted) for r in batch.appends],
+            "INSERT INTO spool (seq, level, body, target, accepted, count)"
+            " VALUES (?, ?, ?, ?, ?, ?)", batch.stored,
         )
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (batch.head,))
     if batch.purges:
