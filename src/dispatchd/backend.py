@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+import asyncio
+import inspect
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast, get_args, get_origin
 
 from pydantic import BaseModel
@@ -25,6 +27,8 @@ class EventBackend(Generic[OptionsT]):
     so that fields added later do not break you. Optional: ``start()`` and ``close()``; every
     ``start`` call, however it ends, is followed by one ``close`` call; ``report()`` for status.
     Raising from any of them means "not delivered": the worker retries, then dead-letters.
+    Optional too: ``async def submit(events)``, the pipelined path (see its docstring); a
+    backend that has it gets every record through it.
 
     Records (and the ``action`` and dicts in them) are shared with the other dispatchers: read
     them, do not change them, or set ``mutates_records = True`` to get a private copy of each.
@@ -36,6 +40,9 @@ class EventBackend(Generic[OptionsT]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.has_pipeline() and not inspect.iscoroutinefunction(cls.submit):
+            # Its futures belong to the event loop: a plain def run in a thread cannot make them.
+            raise TypeError(f"{cls.__name__}.submit must be async def")
         argument = _options_argument(cls)
         if argument is None:
             return
@@ -75,6 +82,20 @@ class EventBackend(Generic[OptionsT]):
     def dump_batch(self, events: list[Record]) -> None | Awaitable[None]:
         """Deliver a whole batch at once. May be a coroutine function. Optional fast path."""
         raise NotImplementedError(f"{type(self).__name__} does not implement dump_batch()")
+
+    async def submit(self, events: list[Record]) -> Sequence[asyncio.Future[None]]:
+        """Hand ``events`` over without waiting for their delivery: one future per event, in order.
+
+        A future's result means delivered; ``Unavailable`` an outage; any other exception (or a
+        cancellation) a failure that spends an attempt. May wait for room in the sink's own
+        window before it returns. Raising means none of ``events`` was handed over.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement submit()")
+
+    @classmethod
+    def has_pipeline(cls) -> bool:
+        """Whether this backend overrides ``submit``: the worker then delivers through it."""
+        return cls.submit is not EventBackend.submit
 
     @classmethod
     def has_batch(cls) -> bool:

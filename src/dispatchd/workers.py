@@ -1,9 +1,14 @@
 """One worker per enabled dispatcher: read its cursor, filter, deliver with retries, dead-letter.
 
-Every call into plugin code goes through ``Worker._call`` (timeout, sync-in-thread) and every
-outcome through ``Worker._attempt`` (delivered, or an error that is logged and counted), so a
-plugin's failure never leaves its worker. Every ``start`` call is followed by one ``close`` call,
-however it ended. Log records carry the dispatcher's name as ``extra={"dispatcher": name}``.
+Every call into plugin code goes through ``Worker._call`` (timeout, sync-in-thread), and every
+failure is classified by ``pipeline.failure_of`` and logged and counted by ``Worker._failed``, so
+a plugin's failure never leaves its worker. Every ``start`` call is followed by one ``close``
+call, however it ended. Log records carry the dispatcher's name as ``extra={"dispatcher": name}``.
+
+A backend with ``submit`` is pipelined: the worker keeps records in flight through it (up to
+``PIPELINE_SPAN`` batches past the cursor), moves the cursor over the settled prefix, and retries
+just the records that failed. Every other backend gets stop-and-wait calls of ``dump_batch`` or
+``dump``, one batch at a time.
 """
 
 from __future__ import annotations
@@ -24,10 +29,16 @@ from .config import Config
 from .constants import CAUSE_DERIVED
 from .errors import Unavailable
 from .models import Record
+from .pipeline import Failure, Ledger, Slot, failed_future, failure_of, outcome
 from .registry import Overrides
 from .spool import DeadLetter, Row, Spool
 
 log = logging.getLogger(__name__)
+
+# A pipelined worker holds at most this many batches between its cursor and the newest record
+# handed over. The sink's own window bounds what is in flight; this bounds what a record that
+# failed mid-window can hold behind it while the records after it settle.
+PIPELINE_SPAN = 4
 
 State = Literal["starting", "running", "retrying", "failed", "draining", "stopped"]
 
@@ -81,15 +92,6 @@ class Policy:
         return min(max(retry_after, 0.0), self.backoff_max)
 
 
-@dataclass(frozen=True)
-class Failure:
-    """Why a call did not deliver; ``outage`` failures (``Unavailable``) spend no attempt."""
-
-    error: str
-    outage: bool = False
-    retry_after: float | None = None  # the sink's own wait, from ``Unavailable(retry_after=)``
-
-
 class _Stop(Exception):
     """Raised inside a batch when a stop request cuts a backoff short."""
 
@@ -125,6 +127,12 @@ class Worker:
         self._until: int | None = None  # draining: stop once the cursor reaches this seq
         self._moved = asyncio.Event()  # set (and replaced) each time the cursor advances
         self._saving: asyncio.Future[None] | None = None  # the last cursor move not yet committed
+        # Pipelined delivery only: what is in flight, how far it was read, the outage streak,
+        # and the head's future being waited for with its deadline.
+        self._ledger = Ledger()
+        self._read_to = 0
+        self._outages = 0
+        self._watched: tuple[asyncio.Future[None], float] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -221,23 +229,29 @@ class Worker:
                     await asyncio.shield(self._saving)
 
     async def _loop(self, until_idle: bool) -> None:
+        try:
+            if self.backend.has_pipeline():
+                await self._pipeline(until_idle)
+            else:
+                await self._batches(until_idle)
+        except _Stop:
+            return  # a stop cut a backoff short; the cursor keeps what was done
+
+    async def _batches(self, until_idle: bool) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
             if self._until is not None and self.cursor >= self._until:
                 return
-            rows = await self._read()
+            rows = await self._read(self.cursor)
             if rows:
-                try:
-                    await self._process(rows)
-                except _Stop:
-                    return
+                await self._process(rows)
             elif until_idle:
                 return
             else:
                 await self._wake.wait()
 
-    async def _read(self) -> list[Row]:
-        rows = await self.spool.read(self.cursor, self.policy.batch_size)
+    async def _read(self, after: int) -> list[Row]:
+        rows = await self.spool.read(after, self.policy.batch_size)
         if self._until is not None:
             rows = [row for row in rows if row.seq <= self._until]
         return rows
@@ -337,18 +351,18 @@ class Worker:
             return None
         except asyncio.CancelledError:
             raise
-        except TimeoutError:
-            failure = Failure(f"timed out after {self.policy.timeout:g}s")
-        except Unavailable as exc:
-            failure = Failure(f"unavailable: {exc}", outage=True, retry_after=exc.retry_after)
         except Exception as exc:  # the worker boundary: whatever a plugin raises stays here
-            failure = Failure(f"{type(exc).__name__}: {exc}")
             self.log.debug("dispatcher %s traceback", self.name, exc_info=True)
+            failure = failure_of(exc, self.policy.timeout)
+        self._failed(failure)
+        return failure
+
+    def _failed(self, failure: Failure, records: int = 1) -> None:
         self.stats.failed += 1
         self.stats.last_error = failure.error
         self.state = "retrying"
-        self.log.error("dispatcher %s: delivery failed: %s", self.name, failure.error)
-        return failure
+        of = f" ({records} records)" if records > 1 else ""
+        self.log.error("dispatcher %s: delivery failed%s: %s", self.name, of, failure.error)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         # asyncio.timeout, not wait_for: the call runs in this task instead of a new one per batch.
@@ -376,6 +390,158 @@ class Worker:
                 "dispatcher %s: dead-lettered seq %d after %d attempts: %s",
                 self.name, letter.row.seq, letter.attempts, letter.error,
             )
+
+    # -- pipelined delivery: a backend with submit() -------------------------------------------
+
+    async def _pipeline(self, until_idle: bool) -> None:
+        """Keep records in flight through ``submit``; the cursor follows the settled prefix."""
+        self._read_to = self.cursor
+        while True:
+            self._wake.clear()
+            await self._settle()
+            if self._pipeline_finished():
+                return
+            if await self._fill():
+                continue
+            if until_idle and not self._ledger:
+                return
+            await self._await_progress()
+
+    def _pipeline_finished(self) -> bool:
+        if self._until is not None and self.cursor >= self._until:
+            return True
+        # Stopping: nothing new is handed over; what is in flight settles (within the grace).
+        return self._stopping.is_set() and not self._ledger
+
+    async def _fill(self) -> bool:
+        """Hand the next batch over; ``False`` if there is none, or no room past the cursor."""
+        if self._stopping.is_set() or len(self._ledger) >= PIPELINE_SPAN * self.policy.batch_size:
+            return False
+        rows = await self._read(self._read_to)
+        if not rows:
+            return False
+        self._read_to = rows[-1].seq
+        wanted = await self._decode(rows)
+        # Each slot carries the cursor over the rows up to the next wanted one, which need none.
+        ends = [row.seq - 1 for row, _ in wanted[1:]] + [rows[-1].seq]
+        self._pass_over(wanted[0][0].seq - 1 if wanted else rows[-1].seq)
+        futures = await self._submit([record for _, record in wanted])
+        for (row, record), future, upto in zip(wanted, futures, ends, strict=True):
+            self._ledger.add(Slot(row, record, future, upto))
+        return True
+
+    def _pass_over(self, seq: int) -> None:
+        if seq > self.cursor and not self._ledger.pass_over(seq):
+            self._commit(seq)
+
+    async def _submit(self, records: list[Record]) -> list[asyncio.Future[None]]:
+        """The backend's futures for ``records``; if ``submit`` fails, failed ones of our own."""
+        if not records:
+            return []
+        try:
+            futures = list(await self._call(self.backend.submit, records))
+            if len(futures) != len(records):
+                raise RuntimeError(f"submit() gave {len(futures)} futures for {len(records)}"
+                                   " records")
+            return futures
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the worker boundary, as in _attempt
+            self.log.debug("dispatcher %s traceback", self.name, exc_info=True)
+            return [failed_future(exc)] * len(records)
+
+    async def _settle(self) -> None:
+        """Move the cursor over the settled prefix; recover from a failed head first."""
+        while True:
+            count, upto = self._ledger.pop_settled()
+            if count:
+                self.stats.delivered += count
+                self._outages = 0
+                self._recovered()
+            if upto is not None:
+                self._commit(upto)
+            head = self._ledger.head
+            if head is None or not head.future.done():
+                return
+            await self._recover()
+
+    def _commit(self, seq: int) -> None:
+        # Not awaited: the cursor's commit rides along with the spool's next one.
+        self._saving = self.spool.move_cursor_soon(self.name, seq)
+        self._advance(seq)
+
+    async def _await_progress(self) -> None:
+        """Until the head settles or new rows come; a head that does not settle in time fails.
+
+        The deadline runs from when the worker began waiting for this head (this submit of
+        it), not from its submit: what counts is whether the sink moves, not how busy the loop
+        was meanwhile.
+        """
+        head = self._ledger.head
+        if head is None:
+            await self._wake.wait()
+            return
+        if self._watched is None or self._watched[0] is not head.future:
+            self._watched = (head.future, asyncio.get_running_loop().time() + self.policy.timeout)
+        head.future.add_done_callback(self._poke)
+        try:
+            async with asyncio.timeout_at(self._watched[1]):
+                await self._wake.wait()
+        except TimeoutError:
+            self._time_out()
+        finally:
+            head.future.remove_done_callback(self._poke)
+
+    def _poke(self, _: object) -> None:
+        self._wake.set()
+
+    def _time_out(self) -> None:
+        for slot in self._ledger.unsettled():
+            if not slot.future.done():
+                slot.future.cancel()
+                slot.future = failed_future(TimeoutError())
+
+    async def _recover(self) -> None:
+        """The head failed: let the rest settle, then retry just what was not delivered."""
+        waiting = self._ledger.waiting()
+        if waiting:  # what has not settled within the timeout timed out
+            await asyncio.wait(waiting, timeout=self.policy.timeout)
+        self._time_out()
+        failed = [(slot, self._why(slot)) for slot in self._ledger.unsettled()]
+        self._failed(failed[0][1], len(failed))
+        for slot, failure in failed:
+            slot.attempts += not failure.outage
+        await self._dead_letter_exhausted(failed)
+        retry = [(slot, failure) for slot, failure in failed if not slot.dead]
+        if retry:
+            await self._pause_before_retry(retry)
+            futures = await self._submit([slot.record for slot, _ in retry])
+            for (slot, _), future in zip(retry, futures, strict=True):
+                slot.future = future
+
+    def _why(self, slot: Slot) -> Failure:
+        failure = outcome(slot.future, self.policy.timeout)
+        assert failure is not None  # unsettled and done: not delivered
+        return failure
+
+    async def _dead_letter_exhausted(self, failed: list[tuple[Slot, Failure]]) -> None:
+        letters = []
+        for slot, failure in failed:
+            if slot.attempts >= self.policy.max_attempts:
+                letters.append(DeadLetter(self.name, slot.row, failure.error, slot.attempts))
+                slot.dead = True
+        if letters:
+            await self._dead_letter(letters)
+
+    async def _pause_before_retry(self, retry: list[tuple[Slot, Failure]]) -> None:
+        """A refusal backs off by its attempts; outages alone by the outage streak."""
+        refused = [slot.attempts for slot, failure in retry if not failure.outage]
+        if refused:
+            await self._pause(max(refused))
+            return
+        self._outages += 1
+        waits = [f.retry_after for _, f in retry if f.retry_after is not None]
+        await self._pause(self._outages, max(waits) if waits else None)
 
     # -- backend start and close ------------------------------------------------------------
 
