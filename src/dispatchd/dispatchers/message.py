@@ -1,11 +1,14 @@
 """The ``message`` dispatcher: publishes events to a RabbitMQ topic exchange with confirms.
 
 One message per event (formats ``json`` and ``senlin``), or, with ``batch``, one message per up to
-``batch_max`` events of a worker batch. A batch is published at once and its confirms awaited
-together; it counts as delivered only when every confirm is in. While the broker cannot be reached,
-``Unavailable`` tells the worker to back off and retry without spending attempts, so the backlog
-waits in the spool; every retry first reconnects, so a broker that was absent at start or went away
-is picked up when it returns.
+``batch_max`` events of a worker batch. Publishing is a pipeline (``submit``): up to
+``max_unconfirmed`` messages (``max_unconfirmed_bytes`` of bodies) wait for their confirms at
+once, each event with its own future; the worker moves its cursor over the confirmed prefix and
+retries only what failed. A nack fails its events; a lost connection, or confirms that stop coming
+for ``confirm_timeout`` while messages wait (a stalled broker), fails everything in flight with
+``Unavailable``: the worker backs off without spending attempts and submits them again, and the
+next submit reconnects, so a broker that was absent at start or went away is picked up when it
+returns.
 
 Messages are published ``mandatory``: one that routes to no queue comes back (basic.return before
 its confirm). It is counted in ``report()`` and logged once per routing key, and not retried: it
@@ -24,13 +27,14 @@ from typing import Any, Literal
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
-from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed, DeliveryError, PublishError
+from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from yarl import URL
 
 from dispatchd import Action, EventBackend, Record, Unavailable, level_name
 
 from . import notifications
+from .confirms import Confirms, Window, describe
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,11 @@ class MessageOptions(BaseModel):
     # Senlin's publisher is senlin-engine:<host>; consumers filtering on it keep working.
     publisher_id: str = Field(default_factory=lambda: f"senlin-engine:{socket.gethostname()}")
     connect_timeout: float = Field(default=10.0, gt=0)
+    # Seconds without any confirm while messages wait for one: the broker counts as stalled.
     confirm_timeout: float = Field(default=10.0, gt=0)
+    # The pipeline: messages published and not yet confirmed, by count and by body bytes.
+    max_unconfirmed: int = Field(default=1000, gt=0)
+    max_unconfirmed_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     ssl_ca_file: str | None = None
     ssl_cert_file: str | None = None
     ssl_key_file: str | None = None
@@ -137,18 +145,23 @@ class MessageOptions(BaseModel):
 
 
 class MessageDispatcher(EventBackend[MessageOptions]):
-    """Publishes events as persistent AMQP messages; batches await their confirms together."""
+    """Publishes events as persistent AMQP messages, many awaiting their confirms at once."""
 
     def __init__(self, name: str, options: MessageOptions | None = None) -> None:
         super().__init__(name, options)
         self._connection: AbstractConnection | None = None
         self._exchange: AbstractExchange | None = None
+        self._confirms: Confirms | None = None  # the publishing channel's pipeline
+        self._watchdog: asyncio.Task[None] | None = None
         self._declarer: AbstractChannel | None = None  # declares default queues, apart
         self._declared: set[str] = set()  # default queues declared on this connection
         self._unroutable_events = 0
         self._unroutable_messages = 0
         self._unroutable_keys: set[str] = set()
         self._last_unroutable_key = ""
+        self._connects = 0
+        self._stalls = 0
+        self._peak = 0  # unconfirmed_peak of the connections before this one
 
     async def start(self) -> None:
         try:
@@ -164,25 +177,29 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         await self.dump_batch([Record(level=level, action=action, **kwargs)])
 
     async def dump_batch(self, events: list[Record]) -> None:
-        exchange = await self._connect()
+        """Publish ``events`` and wait for every confirm (the worker uses ``submit``)."""
+        messages = list(dict.fromkeys(await self.submit(events)))  # one future per message
+        results = await asyncio.gather(*messages, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            if isinstance(error, Unavailable):
+                raise error
+        if errors:  # the broker answered and said no: a real failure, which spends an attempt
+            raise RuntimeError(f"broker nacked {len(errors)} of {len(results)} messages")
+
+    async def submit(self, events: list[Record]) -> list[asyncio.Future[None]]:
+        """Publish ``events`` without waiting for their confirms: one future per event.
+
+        Waits while the window is full. The events of one ``batch`` message share its future.
+        """
+        confirms = await self._connect()
         messages = self.messages(events)
-        try:
-            async with asyncio.timeout(self.options.confirm_timeout):
-                await self._declare_default_queues([key for key, _ in messages])
-                results = await asyncio.gather(
-                    *(exchange.publish(m, key, mandatory=True) for key, m in messages),
-                    return_exceptions=True,
-                )
-        except TimeoutError:
-            await self._disconnect()
-            raise Unavailable(
-                f"publisher confirms not in after {self.options.confirm_timeout:g}s"
-            ) from None
-        await self._check(results)
-        self._count_returned(
-            [(key, m) for (key, m), r in zip(messages, results, strict=True)
-             if isinstance(r, PublishError)]
-        )
+        await self._declare_default_queues([key for key, _ in messages])
+        outcomes: list[asyncio.Future[None]] = []
+        for key, message in messages:
+            outcome = await confirms.publish(key, message)
+            outcomes.extend([outcome] * _events_in(message))
+        return outcomes
 
     def report(self) -> Mapping[str, str | int | float | bool]:
         """Where it publishes, and what came back unroutable since start (events and messages)."""
@@ -197,6 +214,13 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         }
         if self._last_unroutable_key:
             facts["last_unroutable_key"] = self._last_unroutable_key
+        # In flight now, and at most; connections made; stalls (confirm_timeout passed without
+        # a confirm while messages waited).
+        window = self._confirms.window if self._confirms is not None else None
+        facts["unconfirmed"] = window.count if window is not None else 0
+        facts["unconfirmed_peak"] = max(self._peak, window.peak if window is not None else 0)
+        facts["connects"] = self._connects
+        facts["stalls"] = self._stalls
         return facts
 
     def messages(self, events: list[Record]) -> list[tuple[str, aio_pika.Message]]:
@@ -264,33 +288,20 @@ class MessageDispatcher(EventBackend[MessageOptions]):
             headers={"count": len(records), "level": top, "priority": level_name(top)},
         )
 
-    async def _check(self, results: list[Any]) -> None:
-        # A PublishError is a basic.return: the broker took the message and routed it nowhere.
-        errors = [r for r in results
-                  if isinstance(r, BaseException) and not isinstance(r, PublishError)]
-        if not errors:
+    def _count_returned(self, key: str, message: aio_pika.Message) -> None:
+        """A basic.return: the broker took the message and routed it nowhere."""
+        self._unroutable_messages += 1
+        self._unroutable_events += _events_in(message)
+        self._last_unroutable_key = key
+        if key in self._unroutable_keys or len(self._unroutable_keys) >= MAX_LOGGED_KEYS:
             return
-        nacked = [e for e in errors if isinstance(e, DeliveryError)]
-        if len(nacked) == len(errors):
-            # The broker answered and said no: a real failure, which spends an attempt.
-            raise RuntimeError(f"broker nacked {len(nacked)} of {len(results)} messages")
-        await self._disconnect()
-        raise Unavailable(f"publish failed: {_describe(errors[0])}")
-
-    def _count_returned(self, returned: list[tuple[str, aio_pika.Message]]) -> None:
-        for key, message in returned:
-            self._unroutable_messages += 1
-            self._unroutable_events += int((message.headers or {}).get("count", 1))  # type: ignore[arg-type]
-            self._last_unroutable_key = key
-            if key in self._unroutable_keys or len(self._unroutable_keys) >= MAX_LOGGED_KEYS:
-                continue
-            self._unroutable_keys.add(key)
-            log.warning(
-                "dispatcher %s: messages with routing key %r route to no queue on exchange %r;"
-                " counted as unroutable in status (logged once per key), not retried:"
-                " bind a queue to receive them",
-                self.name, key, self.options.exchange,
-            )
+        self._unroutable_keys.add(key)
+        log.warning(
+            "dispatcher %s: messages with routing key %r route to no queue on exchange %r;"
+            " counted as unroutable in status (logged once per key), not retried:"
+            " bind a queue to receive them",
+            self.name, key, self.options.exchange,
+        )
 
     async def _declare_default_queues(self, keys: list[str]) -> None:
         """As oslo.messaging's notifier: a queue named after each routing key, once per connection.
@@ -322,33 +333,41 @@ class MessageDispatcher(EventBackend[MessageOptions]):
             await queue.bind(self._exchange.name, key)
         except (AMQPError, OSError) as exc:
             await self._disconnect()
-            raise Unavailable(f"declaring queue {key!r} failed: {_describe(exc)}") from None
+            raise Unavailable(f"declaring queue {key!r} failed: {describe(exc)}") from None
 
-    async def _connect(self) -> AbstractExchange:
-        if self._exchange is not None and self._connection is not None:
-            if not self._connection.is_closed:
-                return self._exchange
+    async def _connect(self) -> Confirms:
+        """The publishing pipeline, connecting first unless the connection is still usable."""
+        if self._confirms is not None and self._confirms.usable:
+            if self._connection is not None and not self._connection.is_closed:
+                return self._confirms
         await self._disconnect()
         opts = self.options
         try:
             self._connection = await aio_pika.connect(
                 opts.url, timeout=opts.connect_timeout, ssl_context=opts.ssl_context()
             )
-            self._exchange = await self._declare_exchange(self._connection)
+            channel, self._exchange = await self._declare_exchange(self._connection)
+            window = Window(opts.max_unconfirmed, opts.max_unconfirmed_bytes)
+            self._confirms = Confirms(await channel.get_underlay_channel(), self._exchange.name,
+                                      window, self._count_returned)
         except (AMQPError, OSError, TimeoutError, ssl.SSLError) as exc:
             await self._disconnect()
-            raise Unavailable(f"cannot reach {opts.safe_url}: {_describe(exc)}") from None
+            raise Unavailable(f"cannot reach {opts.safe_url}: {describe(exc)}") from None
+        self._watchdog = asyncio.create_task(self._watch(self._confirms))
+        self._connects += 1
         log.info("dispatcher %s: connected to %s, exchange %r", self.name, opts.safe_url,
                  opts.exchange)
-        return self._exchange
+        return self._confirms
 
-    async def _declare_exchange(self, connection: AbstractConnection) -> AbstractExchange:
+    async def _declare_exchange(
+        self, connection: AbstractConnection
+    ) -> tuple[AbstractChannel, AbstractExchange]:
         """The topic exchange, declared; one that exists with other arguments is used as it is."""
         opts = self.options
         # on_return_raises: a basic.return fails that message's publish with PublishError.
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
-            return await channel.declare_exchange(
+            return channel, await channel.declare_exchange(
                 opts.exchange, aio_pika.ExchangeType.TOPIC, durable=bool(opts.durable)
             )
         except ChannelPreconditionFailed as exc:
@@ -357,14 +376,42 @@ class MessageDispatcher(EventBackend[MessageOptions]):
             log.warning("dispatcher %s: exchange %r exists with other arguments (%s); publishing"
                         " to it as it is", self.name, opts.exchange, exc)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            return await channel.get_exchange(opts.exchange, ensure=True)
+            return channel, await channel.get_exchange(opts.exchange, ensure=True)
 
-    async def _disconnect(self) -> None:
+    async def _watch(self, confirms: Confirms) -> None:
+        """Drop the connection once confirms stop coming while messages wait for them.
+
+        Measured from the last confirm, not from each publish: a loop busy with ingest delays
+        every confirm a little, and must not make a healthy broker look stalled.
+        """
+        limit = self.options.confirm_timeout
+        while (waited := confirms.window.stalled_for()) < limit:
+            await asyncio.sleep(limit - waited)
+        self._stalls += 1
+        log.warning("dispatcher %s: no publisher confirm for %gs with %d messages waiting;"
+                    " reconnecting", self.name, limit, confirms.window.count)
+        await self._disconnect(f"no publisher confirm for {limit:g}s")
+
+    async def _disconnect(self, reason: str = "the connection was closed") -> None:
+        """Close the connection; what is still in flight fails with ``Unavailable(reason)``."""
         connection, self._connection, self._exchange = self._connection, None, None
+        confirms, self._confirms = self._confirms, None
+        watchdog, self._watchdog = self._watchdog, None
         self._declarer = None
         self._declared.clear()
+        if confirms is not None:
+            self._peak = max(self._peak, confirms.window.peak)
+            confirms.drop(Unavailable(reason))
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
         if connection is not None:
             await _quietly_close(connection)
+
+
+def _events_in(message: aio_pika.Message) -> int:
+    """How many events a message carries: a ``batch`` message says so in its headers."""
+    count = (message.headers or {}).get("count", 1)
+    return count if isinstance(count, int) else 1
 
 
 def _json_body(record: Record) -> bytes:
@@ -377,9 +424,4 @@ async def _quietly_close(connection: AbstractConnection) -> None:
     try:
         await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
     except Exception as exc:  # the connection is being dropped either way
-        log.debug("closing an AMQP connection: %s", _describe(exc))
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or repr(exc)
-    return f"{type(exc).__name__}: {text}"
+        log.debug("closing an AMQP connection: %s", describe(exc))
