@@ -647,3 +647,14 @@ async def test_a_spool_with_one_row_per_record_is_migrated_and_read(tmp_path):
         assert [r.seq for r in await s.read(1, 10)] == [2, 3, 4, 5]
     finally:
         await s.close()
+
+
+async def test_the_memory_window_counts_the_bodies_of_shared_rows_exactly(spool, monkeypatch):
+    monkeypatch.setattr(spool_module, "RECENT", 10)
+    monkeypatch.setattr(spool_module, "RECENT_BYTES", 100)
+    await spool.move_cursor("a", 0)
+    for n in (3, 4, 1, 5, 2):
+        await spool.append(rows(n), together=True)
+        window = list(spool._recent)
+        assert spool._recent_bytes == sum(len(r.body) for r in window) <= 100
+        assert [r.seq for r in window] == list(range(spool.head - len(window) + 1, spool.head + 1))
