@@ -108,6 +108,24 @@ async def test_an_existing_event_table_is_written_as_it_is(tmp_path):
     assert len(fetch(tmp_path)) == 1
 
 
+async def test_the_connection_caches_more_and_checkpoints_less_without_touching_the_file(tmp_path):
+    from dispatchd.dispatchers.database import CACHE_KIB, WAL_PAGES
+
+    backend = DatabaseDispatcher("database", DatabaseOptions(url=f"sqlite:///{tmp_path}/ev.db"))
+    await backend.start()
+    try:
+        assert backend._db is not None
+        settings = await backend._db.run(lambda db: (
+            db.execute("PRAGMA cache_size").fetchone()[0],
+            db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
+    finally:
+        await backend.close()
+    assert settings == (-CACHE_KIB, WAL_PAGES)
+    with sqlite3.connect(tmp_path / "ev.db") as db:  # another connection has SQLite's defaults
+        assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert db.execute("PRAGMA cache_size").fetchone()[0] == -2000
+
+
 async def test_an_event_table_that_is_not_senlins_fails_start_naming_what_is_missing(tmp_path):
     with sqlite3.connect(tmp_path / "ev.db") as db:
         db.execute("CREATE TABLE event (id TEXT PRIMARY KEY, obj_id TEXT)")

@@ -74,11 +74,26 @@ def prepare(conn: sqlite3.Connection) -> bool:
     return True
 
 
+# Settings of this connection only, stored nowhere in the file: a Senlin database is left as it
+# is. Random (uuid4) ids put nearly every row on an index page of its own, so a transaction
+# dirties a page per row: a larger cache reads fewer of them back, and checkpoints every 10,000
+# WAL pages instead of 1,000 write a page dirtied by several transactions once. Together they
+# took 500-row upserts into a 300k-row table from 44 to 27 us of CPU per row (bench/path.py).
+CACHE_KIB = 32 * 1024
+WAL_PAGES = 10_000
+
+
+def tune(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")  # no effect unless in WAL mode
+
+
 async def _open(path: Path) -> tuple[Connection, bool]:
     # No journal-mode switch here: the file may be Senlin's, and WAL would stay on it for good.
     db = await Connection.open(path, journal_mode=None)
     try:
         created = await db.run(prepare)
+        await db.run(tune)
     except BaseException:
         await db.close()
         raise
