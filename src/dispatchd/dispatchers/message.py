@@ -388,9 +388,9 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         while (waited := confirms.window.stalled_for()) < limit:
             await asyncio.sleep(limit - waited)
         self._stalls += 1
-        log.warning("dispatcher %s: no publisher confirm for %gs with %d messages waiting;"
-                    " reconnecting", self.name, limit, confirms.window.count)
-        await self._disconnect(f"no publisher confirm for {limit:g}s")
+        log.warning("dispatcher %s: confirm timeout: no publisher confirm for %gs with %d messages"
+                    " waiting; reconnecting", self.name, limit, confirms.window.count)
+        await self._disconnect(f"confirm timeout: no publisher confirm for {limit:g}s")
 
     async def _disconnect(self, reason: str = "the connection was closed") -> None:
         """Close the connection; what is still in flight fails with ``Unavailable(reason)``."""
