@@ -172,10 +172,12 @@ def outcome(model: type[Record], body: dict[str, Any], as_json: bool) -> tuple[A
     except ValidationError as exc:
         return "error", sorted(str(e["loc"]) for e in exc.errors())
     values = record.model_dump()
+    text = json.loads(record.model_dump_json())  # serialised as before, too
     for generated in ("id", "timestamp"):
         if generated not in body:
             values.pop(generated)
-    return "ok", values, type(record.level), type(record.id)
+            text.pop(generated)
+    return "ok", values, text, type(record.level), type(record.id)
 
 
 def same(body: dict[str, Any], modes: tuple[bool, ...] = (True, False)) -> None:
