@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from dispatchd import sqlite
+from dispatchd.spool import Spool
 
 from .support import TESTPLUGINS
 
@@ -48,3 +49,12 @@ def _no_stray_sqlite_threads(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail(f"{request.node.nodeid} left {len(leaked)} SQLite connection(s) open "
                     f"({names}); close every connection opened, on error and cancellation paths "
                     "too", pytrace=False)
+
+
+@pytest.fixture
+async def spool(tmp_path):
+    """An open spool in the test's directory, closed afterwards (modules may define their own)."""
+    s = Spool(tmp_path / "spool.db")
+    await s.open()
+    yield s
+    await s.close()

@@ -18,14 +18,6 @@ from .support.records import record
 FAST = Policy(min_level=20, backoff_initial=0.001, backoff_max=0.002, max_attempts=3, timeout=5.0)
 
 
-@pytest.fixture
-async def spool(tmp_path):
-    s = Spool(tmp_path / "spool.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def started(spool: Spool, backend: EventBackend, policy: Policy = FAST) -> Worker:
     await spool.ensure_cursor(backend.name)
     worker = Worker(backend.name, backend, spool, policy)

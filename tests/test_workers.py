@@ -20,14 +20,6 @@ from .support.records import record
 FAST = Policy(min_level=10, backoff_initial=0.001, backoff_max=0.002, max_attempts=3, timeout=1.0)
 
 
-@pytest.fixture
-async def spool(tmp_path):
-    s = Spool(tmp_path / "spool.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
 class BatchCollect(Collect):
     batches: list[int]
 
