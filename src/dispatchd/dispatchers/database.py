@@ -78,8 +78,9 @@ def prepare(conn: sqlite3.Connection) -> bool:
 # is. Random (uuid4) ids put nearly every row on an index page of its own, so a transaction
 # dirties a page per row: a larger cache reads fewer of them back, and checkpoints every 10,000
 # WAL pages instead of 1,000 write a page dirtied by several transactions once. Together they
-# took 500-row upserts into a 300k-row table from 44 to 27 us of CPU per row (bench/path.py).
-CACHE_KIB = 32 * 1024
+# took 500-row upserts into a 300k-row table from 44 to 24 us of CPU per row. A 32 MiB cache did
+# no better there, and cost 37 MB more RSS than 2 MiB with a 1M-event backlog (bench/rss.py).
+CACHE_KIB = 16 * 1024
 WAL_PAGES = 10_000
 
 
