@@ -25,7 +25,7 @@ from typing import Any
 
 import aio_pika
 import aiohttp
-from common import free_port, wait_ready
+from common import aio_pika_message, free_port, wait_ready
 
 from dispatchd.dispatchers.message import MessageDispatcher, MessageOptions
 from dispatchd.models import Record
@@ -58,7 +58,7 @@ async def sink(exchange: str) -> tuple[aio_pika.abc.AbstractConnection, aio_pika
 
 async def raw(records: list[Record], exchange: str) -> float:
     builder = MessageDispatcher("m", MessageOptions(url=URL, exchange=exchange))
-    messages = [builder.message(r) for r in records]
+    messages = [(out.key, aio_pika_message(out)) for out in map(builder.message, records)]
     connection = await aio_pika.connect(URL)
     channel = await connection.channel(publisher_confirms=True)
     ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)

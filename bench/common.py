@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -110,3 +111,15 @@ def machine() -> str:
     """One line saying where and when a figure was measured."""
     return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
             f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+
+
+def aio_pika_message(out: Any) -> Any:
+    """The ``aio_pika.Message`` of a message dispatcher's ``Outgoing``: what raw aio-pika sends."""
+    import aio_pika
+
+    p = out.properties
+    return aio_pika.Message(
+        out.body, content_type=p.content_type, content_encoding=p.content_encoding,
+        delivery_mode=p.delivery_mode, message_id=p.message_id, timestamp=p.timestamp,
+        type=p.message_type, app_id=p.app_id, headers=p.headers,
+    )

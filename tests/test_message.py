@@ -94,7 +94,7 @@ def test_bad_batch_combinations_fail_config_validation(table, error):
 
 def test_a_batch_routing_key_is_fixed_text():
     opts = MessageOptions(format="batch", routing_key="events.{{all}}", batch_max=7)
-    assert MessageDispatcher("m", opts).messages([Record.model_validate(record())])[0][0] == (
+    assert MessageDispatcher("m", opts).messages([Record.model_validate(record())])[0].key == (
         "events.{all}"
     )
 
@@ -123,25 +123,29 @@ def test_event_types_are_senlins():
 )
 def test_priorities_and_the_priority_template_field_per_format(level, oslo, json_priority):
     r = Record.model_validate(record(level=level))
-    key, message = make("x", format="senlin").message(r)
+    message = make("x", format="senlin").message(r)
+    key = message.key
     assert key == f"versioned_notifications.{oslo.lower()}"  # what oslo's listener binds
     assert json.loads(json.loads(message.body)["oslo.message"])["priority"] == oslo
-    assert message.headers == {"level": level, "priority": oslo}
-    key, message = make("x", routing_key="{priority}").message(r)
+    assert message.properties.headers == {"level": level, "priority": oslo}
+    message = make("x", routing_key="{priority}").message(r)
+    key = message.key
     assert key == json_priority.lower()
     assert json.loads(message.body)["priority"] == json_priority
 
 
 def test_message_properties_and_json_body():
     r = Record.model_validate(record(level="ERROR", timestamp="2026-11-28T06:00:00Z"))
-    key, message = make("x", routing_key="{otype}.{priority}.{event_type}").message(r)
+    message = make("x", routing_key="{otype}.{priority}.{event_type}").message(r)
+    key = message.key
     assert key == "cluster.error.cluster.scale_out.end"
-    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert (message.content_type, message.message_id, message.type) == (
+    assert message.properties.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    props = message.properties
+    assert (props.content_type, props.message_id, props.message_type) == (
         "application/json", r.id, "cluster.scale_out.end"
     )
-    assert message.timestamp == datetime(2026, 11, 28, 6, tzinfo=UTC)
-    assert message.headers == {"level": 40, "priority": "ERROR"}
+    assert message.properties.timestamp == datetime(2026, 11, 28, 6, tzinfo=UTC)
+    assert message.properties.headers == {"level": 40, "priority": "ERROR"}
     body = json.loads(message.body)
     assert body["id"] == r.id and body["action"]["entity"]["name"] == "web"
     assert body["derived"]["cluster_id"] == "c-1" and body["derived"]["meta_data"] == {"count": 2}
@@ -151,7 +155,7 @@ def test_message_properties_and_json_body():
 
 def test_json_body_is_the_record_as_posted_in_utf8():
     r = Record.model_validate(record(reason="scaled out ☕ café", extra={"nested": [1, None]}))
-    _, message = make("x").message(r)
+    message = make("x").message(r)
     assert "café".encode() in message.body  # UTF-8 as declared, not \u escapes
     body = json.loads(message.body)
     assert {k: body[k] for k in ("id", "level", "phase", "reason", "extra", "action")} == \
@@ -160,7 +164,7 @@ def test_json_body_is_the_record_as_posted_in_utf8():
 
 def test_json_body_leaves_out_none_fields_but_not_nones_inside_data():
     r = Record.model_validate(record(extra={"gone": None}, phase=None, context={"user_id": "u"}))
-    body = json.loads(make("x").message(r)[1].body)
+    body = json.loads(make("x").message(r).body)
     assert "phase" not in body and body["extra"] == {"gone": None}  # data is kept as sent
     assert body["context"] == {"user_id": "u"}
     assert "status_reason" not in body["action"] and "cluster_id" not in body["action"]["entity"]
@@ -182,7 +186,7 @@ FULL_NODE = {
 
 def test_senlin_body_is_an_oslo_v2_envelope_of_versioned_objects():
     n = node_record()
-    _, message = make("x", format="senlin", publisher_id="senlin-engine:h1").message(n)
+    message = make("x", format="senlin", publisher_id="senlin-engine:h1").message(n)
     envelope = json.loads(message.body)
     assert envelope["oslo.version"] == "2.0"
     inner = json.loads(envelope["oslo.message"])
@@ -211,7 +215,7 @@ def test_senlin_payload_has_every_field_in_senlins_encodings():
         "inputs": {"operation": "reboot"}, "entity": FULL_NODE,
     })
     inner = json.loads(json.loads(
-        make("x", format="senlin").message(Record.model_validate(body))[1].body)["oslo.message"])
+        make("x", format="senlin").message(Record.model_validate(body)).body)["oslo.message"])
     data = inner["payload"]["senlin_object.data"]
     node = data["node"]["senlin_object.data"]
     assert list(node) == [name for name, _ in notifications.NODE_FIELDS]  # Senlin's order
@@ -232,7 +236,7 @@ def test_senlin_payload_has_every_field_in_senlins_encodings():
 def test_senlin_payload_leaves_out_only_required_fields_a_record_lacks():
     """Senlin cannot build a payload without them; null would fail a consumer's whole parse."""
     inner = json.loads(json.loads(
-        make("x", format="senlin").message(Record.model_validate(record()))[1].body
+        make("x", format="senlin").message(Record.model_validate(record())).body
     )["oslo.message"])
     cluster = inner["payload"]["senlin_object.data"]["cluster"]["senlin_object.data"]
     nullable = {name for name, null in notifications.CLUSTER_FIELDS if null}
@@ -246,7 +250,7 @@ def test_senlin_envelope_time_and_context():
         "user_id": "u1", "project_id": "p1", "roles": ["member"], "request_id": "req-1",
         "is_admin": False, "region_name": "RegionOne",
     }))
-    inner = json.loads(json.loads(make("x", format="senlin").message(r)[1].body)["oslo.message"])
+    inner = json.loads(json.loads(make("x", format="senlin").message(r).body)["oslo.message"])
     assert inner["timestamp"] == "2026-12-01 06:00:00"  # str(utcnow()): no fraction when zero
     context = {k.removeprefix("_context_"): v for k, v in inner.items() if k.startswith("_context_")}
     assert list(context) == list(notifications.CONTEXT_KEYS)
@@ -257,13 +261,13 @@ def test_senlin_envelope_time_and_context():
         ["member"], False, "RegionOne")
     assert all(context[k] is None for k in ("auth_token", "auth_token_info", "password"))
     later = r.model_copy(update={"timestamp": datetime(2026, 12, 1, 6, 0, 0, 5, tzinfo=UTC)})
-    inner = json.loads(json.loads(make("x", format="senlin").message(later)[1].body)["oslo.message"])
+    inner = json.loads(json.loads(make("x", format="senlin").message(later).body)["oslo.message"])
     assert inner["timestamp"] == "2026-12-01 06:00:00.000005"
 
 
 def test_senlin_context_without_one_is_the_actions_user():
     r = Record.model_validate(record())
-    inner = json.loads(json.loads(make("x", format="senlin").message(r)[1].body)["oslo.message"])
+    inner = json.loads(json.loads(make("x", format="senlin").message(r).body)["oslo.message"])
     assert (inner["_context_user_id"], inner["_context_project_id"]) == ("user-1", "project-1")
     assert inner["_context_user_identity"] == "user-1 project-1 - - -"
     assert inner["_context_request_id"] is None
@@ -272,32 +276,34 @@ def test_senlin_context_without_one_is_the_actions_user():
 def test_batch_messages_carry_the_json_formats_objects():
     records = [Record.model_validate(record(level=level)) for level in ("INFO", "ERROR", "DEBUG")]
     records[1] = records[1].model_copy(update={"timestamp": datetime(2020, 1, 1, tzinfo=UTC)})
-    [(key, message)] = make("x", format="batch").messages(records)
+    [message] = make("x", format="batch").messages(records)
+    key = message.key
     per_event = make("x")  # the json format, for comparison
-    assert json.loads(message.body) == [json.loads(per_event.message(r)[1].body) for r in records]
-    assert key == "batch" and message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert (message.content_type, message.content_encoding, message.type, message.app_id) == (
+    assert json.loads(message.body) == [json.loads(per_event.message(r).body) for r in records]
+    assert key == "batch" and message.properties.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    props = message.properties
+    assert (props.content_type, props.content_encoding, props.message_type, props.app_id) == (
         "application/json", "utf-8", "dispatchd.batch", "dispatchd"
     )
-    assert message.message_id == f"{records[0].id}..{records[-1].id}"
-    assert message.timestamp == datetime(2020, 1, 1, tzinfo=UTC)  # the oldest record's
-    assert message.headers == {"count": 3, "level": 40, "priority": "ERROR"}  # the highest level
+    assert message.properties.message_id == f"{records[0].id}..{records[-1].id}"
+    assert message.properties.timestamp == datetime(2020, 1, 1, tzinfo=UTC)  # the oldest record's
+    assert props.headers == {"count": 3, "level": 40, "priority": "ERROR"}  # the highest level
 
 
 def test_batches_are_cut_by_count_then_bytes_and_are_reproducible():
     records = [Record.model_validate(record()) for _ in range(250)]
     by_count = make("x", format="batch", batch_max=100).messages(records)
-    assert [m.headers["count"] for _, m in by_count] == [100, 100, 50]
+    assert [m.properties.headers["count"] for m in by_count] == [100, 100, 50]
     again = make("x", format="batch", batch_max=100).messages(records)
-    assert [m.message_id for _, m in again] == [m.message_id for _, m in by_count]
-    one = len(make("x").message(records[0])[1].body)
+    assert [m.properties.message_id for m in again] == [m.properties.message_id for m in by_count]
+    one = len(make("x").message(records[0]).body)
     by_bytes = make("x", format="batch", batch_max=100, batch_max_bytes=10 * one + 11).messages(
         records[:25]
     )
-    assert [m.headers["count"] for _, m in by_bytes] == [10, 10, 5]
-    assert all(len(m.body) <= 10 * one + 11 for _, m in by_bytes)
-    [(_, alone)] = make("x", format="batch", batch_max_bytes=1).messages(records[:1])
-    assert alone.headers["count"] == 1  # a record over the limit still goes, on its own
+    assert [m.properties.headers["count"] for m in by_bytes] == [10, 10, 5]
+    assert all(len(m.body) <= 10 * one + 11 for m in by_bytes)
+    [alone] = make("x", format="batch", batch_max_bytes=1).messages(records[:1])
+    assert alone.properties.headers["count"] == 1  # a record over the limit still goes, on its own
 
 
 # -- publishing to the real broker ------------------------------------------------------------
@@ -381,7 +387,7 @@ async def test_broker_absent_at_start_then_back(options):
             await proxy.restore()
             r = Record.model_validate(record())
             await dispatcher.dump_batch([r])
-            want = dispatcher.message(r)[1].message_id
+            want = dispatcher.message(r).id
             assert [m.message_id for m in await bound.drain(1)] == [want]
             await proxy.cut()  # the broker goes away after a connection was made
             with pytest.raises(Unavailable):
@@ -389,7 +395,7 @@ async def test_broker_absent_at_start_then_back(options):
             await proxy.restore()
             r = Record.model_validate(record())
             await dispatcher.dump_batch([r])
-            want = dispatcher.message(r)[1].message_id
+            want = dispatcher.message(r).id
             assert want in [m.message_id for m in await bound.drain(2, timeout=5)]
         finally:
             await dispatcher.close()
@@ -411,7 +417,7 @@ async def test_confirms_that_do_not_come_mean_unavailable(options):
             proxy.flowing.set()
             r = Record.model_validate(record())
             await dispatcher.dump_batch([r])  # reconnected: the retry goes through
-            want = dispatcher.message(r)[1].message_id
+            want = dispatcher.message(r).id
             assert want in {m.message_id for m in await bound.drain({want}, timeout=5)}
         finally:
             await dispatcher.close()
@@ -469,7 +475,7 @@ async def test_unroutable_messages_are_counted_logged_once_per_key_and_passed_on
     finally:
         await _delete_exchange(name)
         await dispatcher.close()
-    keys = {dispatcher.message(r)[0] for r in records} if messages > 1 else {"batch"}
+    keys = {dispatcher.message(r).key for r in records} if messages > 1 else {"batch"}
     assert report["unroutable"] == 4 and report["unroutable_messages"] == messages + 1
     assert report["unroutable_keys"] == len(keys) and report["last_unroutable_key"] in keys
     lines = [r.getMessage() for r in caplog.records if "route to no queue" in r.getMessage()]

@@ -28,13 +28,17 @@ from typing import Any, Literal
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed
+from pamqp.commands import Basic
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from yarl import URL
 
 from dispatchd import Action, EventBackend, Record, Unavailable, level_name
 
 from . import notifications
-from .confirms import Confirms, Window, describe
+from .confirms import Confirms, Outgoing, Window, describe
+
+Properties = Basic.Properties
+PERSISTENT = 2  # delivery mode: the broker writes the message to disk
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +198,12 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         """
         confirms = await self._connect()
         messages = self.messages(events)
-        await self._declare_default_queues([key for key, _ in messages])
-        outcomes: list[asyncio.Future[None]] = []
-        for key, message in messages:
-            outcome = await confirms.publish(key, message)
-            outcomes.extend([outcome] * _events_in(message))
-        return outcomes
+        await self._declare_default_queues([message.key for message in messages])
+        futures = await confirms.publish(messages)
+        if len(messages) == len(events):
+            return futures
+        return [future for future, message in zip(futures, messages, strict=True)
+                for _ in range(message.events)]
 
     def report(self) -> Mapping[str, str | int | float | bool]:
         """Where it publishes, and what came back unroutable since start (events and messages)."""
@@ -223,13 +227,13 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         facts["stalls"] = self._stalls
         return facts
 
-    def messages(self, events: list[Record]) -> list[tuple[str, aio_pika.Message]]:
+    def messages(self, events: list[Record]) -> list[Outgoing]:
         """The routing keys and AMQP messages for a batch of records, in order."""
         if self.options.format == "batch":
             return [self._batch_message(chunk) for chunk in self._chunks(events)]
         return [self.message(record) for record in events]
 
-    def message(self, record: Record) -> tuple[str, aio_pika.Message]:
+    def message(self, record: Record) -> Outgoing:
         """The routing key and the AMQP message for one record (a batch of one for ``batch``)."""
         if self.options.format == "batch":
             return self._batch_message([(record, _json_body(record))])
@@ -245,17 +249,16 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         key = self.options.routing_key.format(
             event_type=etype, priority=priority.lower(), otype=(derived.otype or "").lower()
         )
-        return key, aio_pika.Message(
-            body,
+        return Outgoing(key, body, Properties(
             content_type="application/json",
             content_encoding="utf-8",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=PERSISTENT,
             message_id=record.id,
             timestamp=record.timestamp,
-            type=etype,
+            message_type=etype,
             app_id="dispatchd",
             headers={"level": record.level, "priority": priority},
-        )
+        ))
 
     def _chunks(self, events: list[Record]) -> Iterator[list[tuple[Record, bytes]]]:
         """Records with their JSON bodies, in order, cut at ``batch_max`` and ``batch_max_bytes``."""
@@ -272,26 +275,27 @@ class MessageDispatcher(EventBackend[MessageOptions]):
         if chunk:
             yield chunk
 
-    def _batch_message(self, chunk: list[tuple[Record, bytes]]) -> tuple[str, aio_pika.Message]:
+    def _batch_message(self, chunk: list[tuple[Record, bytes]]) -> Outgoing:
         records = [record for record, _ in chunk]
         top = max(record.level for record in records)
-        return self.options.routing_key.format(), aio_pika.Message(
-            b"[" + b",".join(body for _, body in chunk) + b"]",
+        body = b"[" + b",".join(body for _, body in chunk) + b"]"
+        return Outgoing(self.options.routing_key.format(), body, Properties(
             content_type="application/json",
             content_encoding="utf-8",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=PERSISTENT,
             # The same records give the same id, so a consumer recognises a retried publish.
             message_id=f"{records[0].id}..{records[-1].id}",
             timestamp=min(record.timestamp for record in records),
-            type=BATCH_TYPE,
+            message_type=BATCH_TYPE,
             app_id="dispatchd",
             headers={"count": len(records), "level": top, "priority": level_name(top)},
-        )
+        ), events=len(records))
 
-    def _count_returned(self, key: str, message: aio_pika.Message) -> None:
+    def _count_returned(self, message: Outgoing) -> None:
         """A basic.return: the broker took the message and routed it nowhere."""
+        key = message.key
         self._unroutable_messages += 1
-        self._unroutable_events += _events_in(message)
+        self._unroutable_events += message.events
         self._last_unroutable_key = key
         if key in self._unroutable_keys or len(self._unroutable_keys) >= MAX_LOGGED_KEYS:
             return
@@ -406,12 +410,6 @@ class MessageDispatcher(EventBackend[MessageOptions]):
             watchdog.cancel()
         if connection is not None:
             await _quietly_close(connection)
-
-
-def _events_in(message: aio_pika.Message) -> int:
-    """How many events a message carries: a ``batch`` message says so in its headers."""
-    count = (message.headers or {}).get("count", 1)
-    return count if isinstance(count, int) else 1
 
 
 def _json_body(record: Record) -> bytes:
