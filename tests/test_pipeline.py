@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from dispatchd import EventBackend, Record, Unavailable
+from dispatchd import spool as spool_module
 from dispatchd.spool import Spool
 from dispatchd.workers import PIPELINE_SPAN, Policy, Worker
 
@@ -237,3 +239,47 @@ def test_submit_must_be_async():
                 return []
 
     assert Pipe.has_pipeline() and not EventBackend.has_pipeline()
+
+
+def spin(seconds: float) -> None:
+    """Keep the loop's thread busy, as validating requests or building messages does."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def test_a_busy_loop_and_a_deep_backlog_share_the_loop(spool, monkeypatch):
+    """Sixteen tasks that always have work stand for ingest at full speed (a request each per
+    loop iteration); the worker has a deep backlog, and each record costs its submit 40 us.
+    Handing over a fill per iteration would give it 4 ms in every 20; turns give it about half.
+    The backlog stays in memory, so the loop is all that is shared."""
+    per_record, step, steps = 40e-6, 1e-3, 300
+    monkeypatch.setattr(spool_module, "RECENT", 20_000)
+    monkeypatch.setattr(spool_module, "RECENT_BYTES", 1 << 30)
+
+    class Costly(Pipe):
+        async def submit(self, events: list[Record]) -> list[asyncio.Future[None]]:
+            spin(per_record * len(events))
+            return await super().submit(events)
+
+    await spool.ensure_cursor("p")
+    records = await put(spool, *(record() for _ in range(10_000)))
+    backend = Costly(auto=True)
+    taken = 0
+
+    async def request() -> None:
+        nonlocal taken
+        while taken < steps:
+            spin(step)
+            taken += 1
+            await asyncio.sleep(0)
+
+    worker = await started(spool, backend, Policy(min_level=20, timeout=30))
+    await eventually(lambda: backend.delivered)  # under way
+    base = len(backend.delivered)
+    await asyncio.gather(*(request() for _ in range(16)))
+    delivered = len(backend.delivered) - base
+    await worker.stop(grace=1)
+    assert delivered < len(records) - base  # it had work the whole time
+    share = delivered * per_record / (delivered * per_record + steps * step)
+    assert 0.3 < share < 0.7, f"the worker had {share:.0%} of the loop"

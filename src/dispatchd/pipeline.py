@@ -8,6 +8,7 @@ crash delivers again what was in flight and never skips it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -113,3 +114,30 @@ class Ledger:
     def waiting(self) -> list[asyncio.Future[None]]:
         """The futures still in flight."""
         return [slot.future for slot in self._slots if not slot.future.done()]
+
+
+class Turn:
+    """A pipelined worker's turn on the event loop: as long as everything else had before it.
+
+    Between turns the worker yields one loop iteration, in which every other ready task (each
+    request being read, validated and committed, every other worker) takes a step; the next turn
+    lasts as long as those steps took. While both have work, the worker and the rest of the loop
+    each get about half of it: a busy ingest cannot starve delivery, nor a deep backlog ingest.
+    Alone, the worker keeps the loop, yielding a moment between fills.
+    """
+
+    LONGEST = 0.025  # seconds: a request waits at most about this long for a worker's turn
+
+    def __init__(self) -> None:
+        self._began = time.monotonic()
+        self._length = 0.0
+
+    def over(self) -> bool:
+        return time.monotonic() - self._began >= self._length
+
+    async def pass_on(self) -> None:
+        """Yield one loop iteration; the next turn is as long as the others' steps in it."""
+        away = time.monotonic()
+        await asyncio.sleep(0)
+        self._began = time.monotonic()
+        self._length = min(self._began - away, self.LONGEST)

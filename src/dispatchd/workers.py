@@ -7,8 +7,9 @@ call, however it ended. Log records carry the dispatcher's name as ``extra={"dis
 
 A backend with ``submit`` is pipelined: the worker keeps records in flight through it (up to
 ``PIPELINE_SPAN`` batches past the cursor), moves the cursor over the settled prefix, and retries
-just the records that failed. Every other backend gets stop-and-wait calls of ``dump_batch`` or
-``dump``, one batch at a time.
+just the records that failed. It fills in slices of ``PIPELINE_FILL`` records and takes turns with
+the rest of the loop (``pipeline.Turn``). Every other backend gets stop-and-wait calls of
+``dump_batch`` or ``dump``, one batch at a time.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .config import Config
 from .constants import CAUSE_DERIVED
 from .errors import Unavailable
 from .models import Record
-from .pipeline import Failure, Ledger, Slot, failed_future, failure_of, outcome
+from .pipeline import Failure, Ledger, Slot, Turn, failed_future, failure_of, outcome
 from .registry import Overrides
 from .spool import DeadLetter, Row, Spool
 
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 # handed over. The sink's own window bounds what is in flight; this bounds what a record that
 # failed mid-window can hold behind it while the records after it settle.
 PIPELINE_SPAN = 4
+# Records a pipelined worker reads and hands over at once: small enough that a turn on the loop
+# is cut at about a millisecond or two of publishing.
+PIPELINE_FILL = 100
 
 State = Literal["starting", "running", "retrying", "failed", "draining", "stopped"]
 
@@ -250,8 +254,8 @@ class Worker:
             else:
                 await self._wake.wait()
 
-    async def _read(self, after: int) -> list[Row]:
-        rows = await self.spool.read(after, self.policy.batch_size)
+    async def _read(self, after: int, limit: int | None = None) -> list[Row]:
+        rows = await self.spool.read(after, limit or self.policy.batch_size)
         if self._until is not None:
             rows = [row for row in rows if row.seq <= self._until]
         return rows
@@ -396,12 +400,15 @@ class Worker:
     async def _pipeline(self, until_idle: bool) -> None:
         """Keep records in flight through ``submit``; the cursor follows the settled prefix."""
         self._read_to = self.cursor
+        turn = Turn()
         while True:
             self._wake.clear()
             await self._settle()
             if self._pipeline_finished():
                 return
             if await self._fill():
+                if turn.over():
+                    await turn.pass_on()
                 continue
             if until_idle and not self._ledger:
                 return
@@ -417,7 +424,7 @@ class Worker:
         """Hand the next batch over; ``False`` if there is none, or no room past the cursor."""
         if self._stopping.is_set() or len(self._ledger) >= PIPELINE_SPAN * self.policy.batch_size:
             return False
-        rows = await self._read(self._read_to)
+        rows = await self._read(self._read_to, min(self.policy.batch_size, PIPELINE_FILL))
         if not rows:
             return False
         self._read_to = rows[-1].seq
