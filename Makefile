@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= config/dispatchd.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean senlin-venvs
+.PHONY: install run test lint bench clean senlin-venvs image
 
 install: $(STAMP)
 
@@ -49,10 +49,34 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	cd bench && ../$(BIN)/python run.py $(BENCH_ARGS)
 
+# The deployment files too: compose.yaml against the Compose Specification's schema, the
+# Kubernetes resources against the API's schemas of the oldest version they support (both
+# validators ship their schemas: no network). tests/test_deploy.py checks what schemas cannot.
+K8S_VERSION   ?= 1.30.0
+K8S_RESOURCES := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests plugins bench
 	$(BIN)/mypy --strict src
 	$(BIN)/lint-imports
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	$(BIN)/kubernetes-validate --quiet --strict -k $(K8S_VERSION) $(K8S_RESOURCES)
+
+# The container image, built as docs/container.md describes: wheels of dispatchd, its plugins and
+# every dependency first, then a build that fetches nothing. The wheels' Python picks the base
+# (python:3.11-slim for the venv's 3.11), so the compiled ones fit; BASE= a local base instead.
+# CONTAINER="podman --runtime runc" where crun does not work.
+CONTAINER    ?= $(if $(shell command -v podman),podman,docker)
+IMAGE        ?= dispatchd
+VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEEL_PYTHON ?= $(BIN)/python
+BASE         ?= python:$(shell $(WHEEL_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-slim
+
+image: $(STAMP)
+	rm -rf dist/wheels
+	$(WHEEL_PYTHON) -m pip wheel --quiet --wheel-dir dist/wheels '.[uvloop]' plugins/jsonfile
+	$(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) \
+		--build-arg BASE=$(BASE) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
 
 clean:
-	rm -rf $(VENV) $(SENLIN_VENV) $(SENLIN14_VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SENLIN_VENV) $(SENLIN14_VENV) var dist .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ async def test_status_and_dead_letters_as_tables_and_as_json(tmp_path):
         result = cli(daemon.config, "status")
         assert result.returncode == 0, result.stderr
         head, config, spool = result.stdout.splitlines()[:3]
-        assert head == f"dispatchd pid {daemon.proc.pid} at {daemon.url}, 3 events accepted since start"
+        assert head == (f"dispatchd {socket.gethostname()} pid {daemon.proc.pid} at {daemon.url}, "
+                        "3 events accepted since start")
         assert config == f"config {daemon.config}, generation 1"
         assert spool.startswith(f"spool {tmp_path}/spool.db: open, backlog 0 of 1,000,000")
         rows = {row["DISPATCHER"]: row for row in table(result.stdout, "DISPATCHER")}

@@ -75,6 +75,20 @@ def test_setup_again_replaces_its_handler_and_keeps_watchfiles_quiet(stream):
     assert lines[0].endswith("INFO    dispatchd.service: listening")
 
 
+def test_every_line_names_the_instance_once_the_config_is_read(stream):
+    logs.setup("INFO", "text", stream=stream, instance="dispatchd-1")
+    logging.getLogger("dispatchd.service").info("listening")
+    logs.setup("INFO", "json", stream=stream, instance="dispatchd-1")
+    worker = logging.LoggerAdapter(logging.getLogger("dispatchd.workers"), {"dispatcher": "db"})
+    worker.warning("retrying %d%%", 5)
+    text, line = stream.getvalue().splitlines()
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} dispatchd-1 INFO    "
+                    r"dispatchd.service: listening$", text), text
+    assert json.loads(line) | {"time": None} == {
+        "time": None, "level": "WARNING", "logger": "dispatchd.workers", "message": "retrying 5%",
+        "instance": "dispatchd-1", "dispatcher": "db"}
+
+
 async def test_access_log_one_line_per_request_in_json(stream):
     logs.setup("WARNING", "json", access=True, stream=stream)
 

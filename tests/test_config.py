@@ -7,6 +7,8 @@ import pytest
 from dispatchd import config, validation
 from dispatchd.errors import ConfigError, Problem
 
+from .support.config import toml_text
+
 REPO = Path(__file__).parent.parent
 
 
@@ -54,6 +56,23 @@ def test_event_loop_defaults_to_asyncio_and_uvloop_needs_its_extra(monkeypatch):
         config.parse("[server]\nevent_loop = 'uvloop'", "x.toml")
     [problem] = info.value.problems
     assert problem.loc == ("server", "event_loop") and "dispatchd[uvloop]" in problem.msg
+
+
+def test_instance_defaults_to_the_host_name_and_must_be_a_plain_name(monkeypatch):
+    monkeypatch.setattr("socket.gethostname", lambda: "dispatchd-0")
+    assert config.parse("").server.instance == "dispatchd-0"
+    assert config.parse("[server]\ninstance = 'eu-west.replica_2'").server.instance == \
+        "eu-west.replica_2"
+    monkeypatch.setenv("POD", "dispatchd-3")
+    assert config.parse("[server]\ninstance = '${POD}'").server.instance == "dispatchd-3"
+    for bad in ("", "-lead", "a b", "x%s", 'q"uote', "ü", "a" * 254):
+        with pytest.raises(ConfigError) as info:
+            config.parse(toml_text({"server": {"instance": bad}}))
+        assert [p.loc for p in info.value.problems] == [("server", "instance")], bad
+    # a host name that is no instance name is reported like a bad value
+    monkeypatch.setattr("socket.gethostname", lambda: "")
+    with pytest.raises(ConfigError, match="server.instance"):
+        config.parse("")
 
 
 def test_bad_toml_is_reported():

@@ -51,6 +51,8 @@ def test_server_and_spool_changes_need_a_restart():
     new = config.parse(toml_text({"server": {"port": 9999}, "spool": {"sync": "full"},
                                   "dispatch": {"level": 40}}))
     assert plan(old, new, set()).restart_required == ("server.port", "spool.sync")
+    renamed = config.parse(toml_text({"server": {"instance": "another-name"}}))
+    assert plan(old, renamed, set()).restart_required == ("server.instance",)
 
 
 async def test_requests_coalesce_and_reloads_never_overlap():

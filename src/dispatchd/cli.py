@@ -178,7 +178,8 @@ def _add_plugins(add: Add) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
-    logs.setup(_flag_level(args) or cfg.log.level, cfg.log.format, access=cfg.log.access)
+    logs.setup(_flag_level(args) or cfg.log.level, cfg.log.format, access=cfg.log.access,
+               instance=cfg.server.instance)
     for problem in registry.check(cfg):
         log.warning("config: %s", problem)
     from . import service  # the server's imports are for this command only
@@ -355,8 +356,9 @@ def _print_status(body: dict[str, Any], target: Target) -> None:
     cfg, spool = body.get("config", {}), body.get("spool", {})
     pid = f" pid {target.pid}" if target.pid else ""
     stopping = " (shutting down)" if body.get("stopping") else ""
-    print(f"dispatchd{pid} at {target.url}{stopping}, {body.get('accepted', 0):,} events accepted "
-          "since start")
+    instance = f" {body['instance']}" if body.get("instance") else ""
+    print(f"dispatchd{instance}{pid} at {target.url}{stopping}, {body.get('accepted', 0):,} events "
+          "accepted since start")
     print(f"config {cfg.get('path')}, generation {cfg.get('generation')}")
     print(_spool_line(spool))
     if cfg.get("last_reload_error"):

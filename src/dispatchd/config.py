@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,9 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # A daemon listening on every address is reached on loopback.
 _ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
+# A host name's characters: it appears in log lines, a Prometheus label and file names unquoted.
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -36,6 +40,8 @@ class _Section(BaseModel):
 
 
 class ServerConfig(_Section):
+    # Which replica this is, in status, metrics and logs; the host name is a StatefulSet pod's name.
+    instance: str = Field(default_factory=lambda: socket.gethostname(), validate_default=True)
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
@@ -56,6 +62,16 @@ class ServerConfig(_Section):
     # asyncio by measurement (docs/performance.md): as many single-record requests/s as uvloop,
     # and under batch overload its workers keep up where uvloop's fall behind.
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+
+    @field_validator("instance")
+    @classmethod
+    def _instance_name(cls, name: str) -> str:
+        if not _INSTANCE.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not an instance name: 1-253 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit (the default is the host name)"
+            )
+        return name
 
     @field_validator("event_loop")
     @classmethod
@@ -116,7 +132,8 @@ class DispatchConfig(_Section):
 class Config(_Section):
     """The whole file. ``dispatchers`` tables are validated by each plugin's ``Options``."""
 
-    server: ServerConfig = ServerConfig()
+    # Validated from {} at each load, so that a bad host name is reported as server.instance.
+    server: ServerConfig = Field(default_factory=dict, validate_default=True)
     spool: SpoolConfig = SpoolConfig()
     dispatch: DispatchConfig = DispatchConfig()
     log: LogConfig = LogConfig()

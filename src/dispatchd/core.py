@@ -272,8 +272,8 @@ class Core:
         others = sorted((set(self.config.dispatchers) | set(self.stats)) - set(enabled))
         dispatchers = [await self._dispatcher(name, dead.get(name, 0)) for name in enabled]
         dispatchers += [self._disabled(name, dead.get(name, 0)) for name in others]
-        return Snapshot(self.accepted, self.stopping, self._spool_status(), self._config_status(),
-                        tuple(dispatchers))
+        return Snapshot(self.config.server.instance, self.accepted, self.stopping,
+                        self._spool_status(), self._config_status(), tuple(dispatchers))
 
     async def _dispatcher(self, name: str, dead_letters: int) -> DispatcherStatus:
         worker = self.workers.get(name)

@@ -1,8 +1,9 @@
 """The process's logging: text or JSON lines on stderr, and the optional HTTP access log.
 
-JSON lines carry ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``message``, and when known
-``dispatcher`` (set by a worker's ``extra``), ``http`` (an access-log line's fields) and
-``error`` (the traceback), so that a log shipper needs no parsing rules.
+JSON lines carry ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``message``, ``instance``
+(``server.instance``, once the config is read), and when known ``dispatcher`` (set by a
+worker's ``extra``), ``http`` (an access-log line's fields) and ``error`` (the traceback), so
+that a log shipper needs no parsing rules.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from .timefmt import rfc3339
 
 Format = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# With an instance name, where syslog puts the host name: after the time.
+TEXT_FORMAT_INSTANCE = "%(asctime)s {instance} %(levelname)-7s %(name)s: %(message)s"
 ACCESS_LOGGER = "dispatchd.access"
 _HANDLER_NAME = "dispatchd"
 # Record attributes copied into a JSON line when a caller set them through ``extra``.
@@ -29,6 +32,10 @@ _EXTRA_FIELDS = ("dispatcher", "http")
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
+    def __init__(self, instance: str | None = None) -> None:
+        super().__init__()
+        self.instance = instance
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": rfc3339(record.created),
@@ -36,6 +43,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.instance is not None:
+            line["instance"] = self.instance
         for field in _EXTRA_FIELDS:
             value = getattr(record, field, None)
             if value is not None:
@@ -49,12 +58,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-def setup(level: str, fmt: Format, access: bool = False, stream: TextIO | None = None) -> None:
+def setup(level: str, fmt: Format, access: bool = False, stream: TextIO | None = None,
+          instance: str | None = None) -> None:
     """Send every log record at ``level`` or above to ``stream`` (stderr) in ``fmt``.
 
     Calling it again replaces the handler it installed, so the CLI can log before the config
-    is read and switch to the config's format after. ``access`` lets ``dispatchd.access`` lines
-    through whatever ``level`` is: an operator who turned the access log on wants it.
+    is read and switch to the config's format (and ``instance`` name, on every line) after.
+    ``access`` lets ``dispatchd.access`` lines through whatever ``level`` is: an operator who
+    turned the access log on wants it.
     """
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.name == _HANDLER_NAME]:
@@ -62,7 +73,7 @@ def setup(level: str, fmt: Format, access: bool = False, stream: TextIO | None =
         old.close()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.name = _HANDLER_NAME
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(formatter(fmt, instance))
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if access else logging.NOTSET)
@@ -72,6 +83,15 @@ def setup(level: str, fmt: Format, access: bool = False, stream: TextIO | None =
     # JSON lines, and a log shipper would drop or mangle them.
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught if fmt == "json" else sys.__excepthook__
+
+
+def formatter(fmt: Format, instance: str | None = None) -> logging.Formatter:
+    """The formatter for ``fmt``, naming ``instance`` on every line when given."""
+    if fmt == "json":
+        return JsonFormatter(instance)
+    if instance is None:
+        return logging.Formatter(TEXT_FORMAT)
+    return logging.Formatter(TEXT_FORMAT_INSTANCE.format(instance=instance.replace("%", "%%")))
 
 
 def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

@@ -6,9 +6,15 @@ from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from . import __version__
 from .budget import ByteBudget
 from .core import Core
 from .status import DISPATCHER_STATES, Snapshot
@@ -32,6 +38,10 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.snapshot
         assert s is not None
+        # Which replica this is, as an info metric rather than a label on every series: the
+        # scrape's target labels already tell series apart, and queries join on this one.
+        yield InfoMetricFamily("dispatchd", "This process: server.instance and the version.",
+                               value={"dispatchd_instance": s.instance, "version": __version__})
         yield _counter("dispatchd_events_accepted", "Records committed to the spool.", s.accepted)
         rejected = CounterMetricFamily("dispatchd_requests_rejected",
                                        "Requests answered with an error, by code.", labels=["code"])

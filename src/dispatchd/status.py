@@ -53,6 +53,7 @@ class ConfigStatus:
 
 @dataclass(frozen=True)
 class Snapshot:
+    instance: str  # server.instance: which replica this is
     accepted: int
     stopping: bool
     spool: SpoolStatus
@@ -68,6 +69,7 @@ class Snapshot:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "instance": self.instance,
             "accepted": self.accepted,
             "stopping": self.stopping,
             "spool": asdict(self.spool),
