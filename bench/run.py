@@ -565,6 +565,7 @@ def run_message_sustained(figures: dict[str, Figure], load: dict[str, tuple[Path
             before = status(url)
             meter = CpuMeter(pid)
             result = fixed_rate(url, body, rate / per, args.seconds, tolerate=True)
+            figure.add("offered", rate)
             record_cpu(figure, meter, result["ok"] * per)
             after = status(url)
             seconds = result["seconds"]
@@ -719,7 +720,7 @@ def record_trouble(figure: Figure, log: Path, before: dict[str, dict[str, Any]],
 # Notes a healthy run has none of: shown only when not zero.
 QUIET_ZERO = {"refused", "timeouts", "reconnects", "republishes", "log_warnings",
               "failed_attempts", "missing", "duplicates"}
-HIDDEN = {"bound"}  # kept for the ratios, not a note
+HIDDEN = {"bound", "offered"}  # kept for the ratios, not notes
 
 
 NAMES = {"cpu_cores": "CPU cores", "cpu_us_to_stored": "CPU µs/event accepted and stored"}
@@ -780,9 +781,14 @@ def ratios(figures: dict[str, Figure], baseline: str) -> list[str]:
         ("d/c single: against Senlin's per-event pattern", get("d-single") / get("c"), ">= 10"),
         ("d/c batches: sustained against Senlin's per-event pattern",
          get("d-batch-sustained") / get("c"), ">= 10"),
-        ("e/d batches: ingest with message on", get("e-batch") / get("d-batch"), ">= 0.90"),
-        ("e/d batches: database capacity with message on",
-         get("e-batch", "capacity_per_s") / get("d-batch", "capacity_per_s"), ">= 0.90"),
+        # At wrk's maximum, message's backlog takes its turns on the loop (workers.Turn): these
+        # show what that costs ingest and the database, and are no longer targets.
+        ("e/d batches at maximum (wrk): ingest with message on", get("e-batch") / get("d-batch"),
+         ""),
+        ("e/d batches at maximum (wrk): database capacity with message on",
+         get("e-batch", "capacity_per_s") / get("d-batch", "capacity_per_s"), ""),
+        ("(e) batches at dispatchd's maximum sustained rate: ingest, accepted / offered",
+         get("e-batch-sustained") / get("e-batch-sustained", "offered"), ">= 0.97"),
         ("message draining its backlog against raw aio-pika",
          median(drains) / get("amqp"), ">= 0.80"),
         ("message during (e) batches at maximum (wrk) against raw aio-pika",
