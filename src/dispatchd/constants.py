@@ -41,4 +41,5 @@ EVENT_DEFAULT_SORT = "timestamp:desc"
 EVENT_LIMIT = 100
 EVENT_MAX_LIMIT = 1000
 EVENT_MAX_VALUES = 100  # values of one repeatable filter
+EVENT_MAX_LENGTH = 255  # characters of one filter value: no column holds more
 SHORT_ID = 8  # Senlin's short ids: the first 8 characters of the uuid

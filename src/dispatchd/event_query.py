@@ -35,6 +35,7 @@ from .constants import (
     EVENT_DEFAULT_SORT,
     EVENT_FILTERS,
     EVENT_LIMIT,
+    EVENT_MAX_LENGTH,
     EVENT_MAX_LIMIT,
     EVENT_MAX_VALUES,
     EVENT_SORT_KEYS,
@@ -60,7 +61,7 @@ EVENT = Table(
 NOT_NULL = frozenset({"id", "timestamp"})
 SINGLE = ("sort", "limit", "marker", "since", "until")
 LEVEL_NAMES = {number: name for name, number in LEVELS.items() if name != "WARN"}
-ID_CHARS = re.compile(r"^[0-9a-f-]+$")
+ID_CHARS = re.compile(r"[0-9a-f-]+")  # fullmatch: "$" would let a trailing newline in
 
 SortKey = tuple[str, bool]  # (column, descending)
 
@@ -114,12 +115,14 @@ def parse_query(params: Iterable[tuple[str, str]]) -> EventQuery:
 def _filter_values(name: str, given: list[str]) -> tuple[str, ...]:
     if len(given) > EVENT_MAX_VALUES:
         raise InvalidQuery(name, f"at most {EVENT_MAX_VALUES} values")
+    if any(len(value) > EVENT_MAX_LENGTH for value in given):
+        raise InvalidQuery(name, f"a value has more than {EVENT_MAX_LENGTH} characters")
     if name != "level":
         return tuple(dict.fromkeys(given))
     levels: list[str] = []
     for value in given:
         try:
-            number = parse_level(int(value) if value.strip().isdigit() else value)
+            number = parse_level(int(value) if value.isascii() and value.isdigit() else value)
         except ValueError as exc:
             raise InvalidQuery("level", str(exc)) from None
         levels.append(str(number))  # stored as Senlin binds it: '20'
@@ -130,7 +133,7 @@ def parse_sort(text: str) -> tuple[SortKey, ...]:
     """``key[:asc|desc],…`` over Senlin's event sort keys; each key at most once."""
     keys: list[SortKey] = []
     for part in text.split(","):
-        key, _, direction = part.strip().partition(":")
+        key, _, direction = part.partition(":")
         if key not in EVENT_SORT_KEYS:
             raise InvalidQuery("sort", f"unknown sort key {key!r}; the keys are "
                                        f"{', '.join(EVENT_SORT_KEYS)}")
@@ -145,14 +148,14 @@ def parse_sort(text: str) -> tuple[SortKey, ...]:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return EVENT_LIMIT
-    value = int(raw) if raw.isdigit() and len(raw) < 8 else 0
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 8 else 0
     if not 1 <= value <= EVENT_MAX_LIMIT:
         raise InvalidQuery("limit", f"must be an integer 1..{EVENT_MAX_LIMIT}, got {raw!r}")
     return value
 
 
 def _marker(raw: str | None) -> str | None:
-    if raw is not None and not (0 < len(raw) <= 36 and ID_CHARS.match(raw)):
+    if raw is not None and not (len(raw) <= 36 and ID_CHARS.fullmatch(raw)):
         raise InvalidQuery("marker", "must be the id of an event (a uuid)")
     return raw
 
@@ -269,8 +272,8 @@ async def list_events(store: EventStore, query: EventQuery) -> list[dict[str, An
 
 async def get_event(store: EventStore, ident: str) -> dict[str, Any]:
     """The event with this id, or the one whose id starts with this prefix (8+ characters)."""
-    key = ident.strip().lower()
-    if not ID_CHARS.match(key) or len(key) > 36:
+    key = ident.lower()
+    if not ID_CHARS.fullmatch(key) or len(key) > 36:
         raise InvalidQuery("id", "an event id has only hexadecimal digits and '-', at most 36")
     if len(key) < SHORT_ID:
         raise InvalidQuery("id", f"give the full id or at least its first {SHORT_ID} characters")
