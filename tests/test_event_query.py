@@ -283,6 +283,7 @@ def test_the_usual_queries_use_an_index_on_100k_rows(tmp_path):
     assert plans["cluster, page 2"].startswith(
         "SEARCH event USING INDEX ix_event_cluster_id_timestamp (cluster_id=? AND timestamp<?)")
     assert plans["oldest"].startswith("SEARCH event USING INDEX ix_event_timestamp (timestamp>?)")
-    assert plans["short id"].startswith("SEARCH event USING INDEX sqlite_autoindex_event_1 (id>? AND id<?)")
+    assert plans["short id"].startswith(
+        "SEARCH event USING INDEX sqlite_autoindex_event_1 (id>? AND id<?)")
     for name, found in plans.items():  # never a sort of every matching row
         assert "USE TEMP B-TREE FOR ORDER BY" not in found, (name, found)
