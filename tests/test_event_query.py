@@ -70,10 +70,10 @@ def test_parameters_as_understood():
     assert query.filters == {"level": ("40", "20"), "oid": ("a", "b")}
     assert query.since == datetime(2026, 12, 1, 6, 0)  # naive UTC, as stored
     assert query.sort == (("level", True), ("oname", False))
-    assert query.order[-1] == ("id", False)  # the tiebreak follows the last key
+    assert query.order[-1] == ("id", False)  # the tiebreak, ascending as Senlin's
     assert (query.limit, query.marker) == (7, "abc-1")
     default = parse_query([])
-    assert default.order == (("timestamp", True), ("id", True)) and default.limit == 100
+    assert default.order == (("timestamp", True), ("id", False)) and default.limit == 100
 
 
 # -- statements, per dialect ------------------------------------------------------------------------
@@ -93,11 +93,11 @@ def test_statements_compile_for_each_dialect(name):
     assert "event.cluster_id = " in text and "event.level IN (" in text
     # the order, the id tiebreak, and NULLs sorting first (PostgreSQL must be told)
     nulls = " NULLS FIRST" if name == "postgresql" else ""
-    assert f"ORDER BY event.oname ASC{nulls}, event.timestamp DESC, event.id DESC LIMIT" in text
+    assert f"ORDER BY event.oname ASC{nulls}, event.timestamp DESC, event.id ASC LIMIT" in text
     assert "event.oname IS NOT NULL" in text  # after a NULL oname: any non-NULL one
     assert "event.oname IS NULL AND" in text  # ... or the same NULL and a later timestamp
     first_page = sql(page_statement(parse_query([]), dialect), dialect)
-    assert "WHERE" not in first_page and "ORDER BY event.timestamp DESC, event.id DESC" in first_page
+    assert "WHERE" not in first_page and "ORDER BY event.timestamp DESC, event.id ASC" in first_page
 
 
 @pytest.mark.parametrize("name", DIALECTS)
@@ -150,12 +150,12 @@ def mixed_records(count: int, seed: int = 1) -> list[Record]:
 
 
 def expected_order(events: list[dict[str, Any]], keys: list[tuple[str, bool]]) -> list[str]:
-    """Sorted as the API promises: NULL smallest, id breaks ties in the last key's direction."""
+    """Sorted as the API promises: NULL smallest, ties broken by id ascending."""
     def value(event: dict[str, Any], key: str) -> Any:
         found = event[key]
         return LEVEL_NUMBER[found] if key == "level" else found
 
-    ordered = sorted(events, key=lambda e: e["id"], reverse=keys[-1][1])
+    ordered = sorted(events, key=lambda e: e["id"])
     for key, desc in reversed(keys):
         ordered.sort(key=lambda e, k=key: (value(e, k) is not None, value(e, k) or ""),
                      reverse=desc)

@@ -79,8 +79,8 @@ class EventQuery:
 
     @property
     def order(self) -> tuple[SortKey, ...]:
-        """The sort keys and the ``id`` tiebreak, in the last key's direction."""
-        return (*self.sort, ("id", self.sort[-1][1]))
+        """The sort keys, then ``id`` ascending to break ties, as Senlin's ``get_sort_params``."""
+        return (*self.sort, ("id", False))
 
 
 # -- parameters -----------------------------------------------------------------------------------

@@ -175,7 +175,8 @@ def _event_query() -> Schema:
                "only events at or after this RFC 3339 time (without an offset: UTC)"),
         _query("until", {"type": "string"}, "only events before this time"),
         _query("sort", {"type": "string", "pattern": f"^{key}(,{key})*$"},
-               f"key[:asc|desc],... ; id breaks ties (default {EVENT_DEFAULT_SORT})"),
+               f"key[:asc|desc],... then id ascending (default {EVENT_DEFAULT_SORT}); NULLs "
+               "sort first ascending, last descending"),
         _query("limit", {"type": "integer", "minimum": 1, "maximum": EVENT_MAX_LIMIT},
                f"at most this many (default {EVENT_LIMIT})"),
         _query("marker", {"type": "string", "pattern": "^[0-9a-f-]{1,36}$"},
