@@ -92,7 +92,7 @@ def test_serve_reports_a_port_in_use_and_exits_1(tmp_path):
 
 # -- help, version, options ----------------------------------------------------------------------
 
-COMMANDS = {"serve", "check-config", "status", "reload", "dead-letters", "plugins"}
+COMMANDS = {"serve", "check-config", "status", "reload", "dead-letters", "events", "plugins"}
 
 
 def registered_commands() -> dict[str, argparse.ArgumentParser]:
@@ -114,6 +114,7 @@ def test_help_describes_the_tool_and_lists_every_command_with_a_line():
         assert len(description.split()) >= 5 and not description.startswith("options"), name
     for action in ("list", "replay", "purge"):
         assert run("dead-letters", action, "--help").returncode == 0
+    assert run("events", "show", "--help").returncode == 0
 
 
 def test_version():

@@ -69,7 +69,7 @@ async def test_a_table_it_creates_is_senlins_with_dispatchds_indexes_in_wal(data
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         columns = [(r[1], r[2], r[3], r[5]) for r in db.execute("PRAGMA table_info(event)")]
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert {"ix_event_timestamp", "ix_event_oid", "ix_event_cluster_id"} <= names
+    assert {"ix_event_timestamp", "ix_event_oid_timestamp", "ix_event_cluster_id_timestamp"} <= names
     # (name, type, not null, primary key), as Senlin's migrations leave the table
     assert columns[:3] == [("id", "VARCHAR(36)", 1, 1), ("timestamp", "DATETIME", 1, 0),
                            ("oid", "VARCHAR(36)", 0, 0)]

@@ -13,7 +13,7 @@ from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic_core import to_json
 
-from . import openapi
+from . import openapi, query_api
 from .budget import ByteBudget
 from .config import ServerConfig
 from .constants import API_PREFIX, JSON, NDJSON
@@ -313,6 +313,7 @@ def make_app(context: Context) -> web.Application:
     app = web.Application(client_max_size=server.max_body_bytes, middlewares=middlewares)
     app[CONTEXT] = context
     app.router.add_post(f"{API_PREFIX}/events", post_events)
+    app.router.add_routes(query_api.routes(context.core))
     app.router.add_get(f"{API_PREFIX}/status", get_status)
     app.router.add_get(f"{API_PREFIX}/dispatchers", get_dispatchers)
     app.router.add_get(f"{API_PREFIX}/config", get_config)

@@ -6,15 +6,16 @@ import argparse
 import asyncio
 import json
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from . import __version__, config, logs, registry, validation
+from . import __version__, cli_events, config, logs, registry, validation
 from .control import Client, ServerError, Settings, Target, locate, settings
 from .errors import ConfigError, DispatchdError, Problem
+from .tables import one_line as _one_line
+from .tables import print_table as _print_table
 from .timefmt import rfc3339
 
 log = logging.getLogger("dispatchd")
@@ -81,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
                           "Dead letters are records a dispatcher failed to deliver "
                           "dispatch.max_attempts times, kept in the spool until replayed or "
                           "purged."), common)
+    _add_events(add("events", "list stored events (the database dispatcher's table), or show one",
+                    "List the events stored by the database dispatcher, newest first, with "
+                    "Senlin's filters (each repeatable), as a table or JSON; 'events show ID' "
+                    "shows one event by its id or a unique prefix of 8+ characters."), common)
     _add_plugins(add)
     return parser
 
@@ -99,9 +104,9 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
+def _config_option(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     parser.add_argument(
-        "-c", "--config", default=config.default_path(),
+        "-c", "--config", default=default or config.default_path(),
         help="config file (default: $DISPATCHD_CONFIG or config/dispatchd.toml)",
     )
 
@@ -163,6 +168,13 @@ def _add_dead_letters(dead: argparse.ArgumentParser, common: argparse.ArgumentPa
     for action in actions.choices.values():
         _config_option(action)
     dead.set_defaults(func=_dead_letters)
+
+
+def _add_events(events: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    listing, show = cli_events.add_arguments(events, common)
+    _config_option(listing)
+    _config_option(show, argparse.SUPPRESS)  # "events -c FILE show ID" keeps FILE
+    events.set_defaults(func=_events)
 
 
 def _add_plugins(add: Add) -> None:
@@ -314,6 +326,10 @@ def _list_dead_letters(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _events(args: argparse.Namespace) -> int:
+    return cli_events.run(args, _client(args.config), REQUEST_TIMEOUT)
+
+
 def _plugins(args: argparse.Namespace) -> int:
     infos = registry.inspect_all()
     if args.json:
@@ -326,9 +342,6 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 # -- what operators read -----------------------------------------------------------------------
-
-MIN_LAST_COLUMN = 24  # characters of a last error kept however narrow the terminal
-
 
 def _print_server_error(exc: ServerError) -> None:
     print(f"dispatchd: {exc.message}", file=sys.stderr)
@@ -417,27 +430,6 @@ def _print_dead_letters(letters: list[dict[str, Any]]) -> None:
              _when(d.get("failed_at")), _one_line(d.get("error") or "-")] for d in letters]
     _print_table(["ID", "DISPATCHER", "SEQ", "ATTEMPTS", "FAILED AT", "ERROR"], rows,
                  numeric={0, 2, 3})
-
-
-def _print_table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None,
-                 truncate_last: bool = True) -> None:
-    """Columns padded to their widest cell; the last one cut to what the terminal has left."""
-    numeric = numeric or set()
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers) - 1)]
-    room = shutil.get_terminal_size((120, 24)).columns - sum(widths) - 2 * len(widths)
-    for row in [headers, *rows]:
-        cells = [cell.rjust(width) if i in numeric and row is not headers else cell.ljust(width)
-                 for i, (cell, width) in enumerate(zip(row, widths, strict=False))]
-        last = _cut(row[-1], max(room, MIN_LAST_COLUMN)) if truncate_last else row[-1]
-        print("  ".join([*cells, last]).rstrip())
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _lag(seconds: Any) -> str:

@@ -113,7 +113,8 @@ class Client:
         self.target = target
 
     async def request(
-        self, method: str, path: str, timeout: float = 10.0, params: dict[str, str] | None = None,
+        self, method: str, path: str, timeout: float = 10.0,
+        params: dict[str, str] | list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
         """The decoded JSON body of a 2xx answer; ``ServerError`` for the error shape."""
         url = self.target.url + path

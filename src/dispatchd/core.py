@@ -17,7 +17,17 @@ from typing import Any
 
 from . import registry, validation
 from .config import Config
-from .errors import ConfigError, NotEnabled, PluginError, Stopping, UnknownDispatcher
+from .constants import EVENT_STORE
+from .errors import (
+    ConfigError,
+    NoEventStore,
+    NotEnabled,
+    PluginError,
+    Stopping,
+    StoreUnavailable,
+    UnknownDispatcher,
+)
+from .event_store import EventStore
 from .models import Record, spool_json
 from .reload import Plan, Reloader, ReloadResult, plan, watch
 from .spool import DeadLetter, Spool
@@ -258,6 +268,22 @@ class Core:
         if name not in known and name not in await self.spool.dead_letter_counts():
             raise UnknownDispatcher(f"no dispatcher named {name!r} is configured or has dead "
                                     f"letters (configured: {', '.join(sorted(known)) or 'none'})")
+
+    # -- the event store -------------------------------------------------------------------------
+
+    def event_store(self) -> EventStore:
+        """The ``database`` dispatcher, for the query API; it reads on connections of its own."""
+        if EVENT_STORE not in self.config.dispatch.enabled:
+            raise NoEventStore(f"the {EVENT_STORE} dispatcher is not enabled (dispatch.enabled), "
+                               "so there is no event store to query")
+        worker = self.workers.get(EVENT_STORE)
+        if worker is None:
+            raise StoreUnavailable(f"the {EVENT_STORE} dispatcher cannot run: "
+                                   f"{self.failures.get(EVENT_STORE, 'not started')}")
+        if not isinstance(worker.backend, EventStore):
+            raise NoEventStore(f"the dispatcher named {EVENT_STORE} "
+                               f"({type(worker.backend).__name__}) cannot be queried")
+        return worker.backend
 
     # -- the snapshot --------------------------------------------------------------------------
 

@@ -81,3 +81,28 @@ class UnknownDispatcher(DispatchdError):
 
 class NotEnabled(DispatchdError):
     """The operation needs the dispatcher to be enabled."""
+
+
+class InvalidQuery(DispatchdError):
+    """A query parameter of ``GET /v1/events`` is unknown or has a bad value; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+class EventNotFound(DispatchdError):
+    """No stored event has that id (or id prefix)."""
+
+
+class AmbiguousEventId(DispatchdError):
+    """More than one stored event starts with that id prefix."""
+
+
+class NoEventStore(DispatchdError):
+    """No enabled dispatcher keeps events that can be queried (the ``database`` dispatcher is off)."""
+
+
+class StoreUnavailable(DispatchdError):
+    """The event store is enabled but cannot answer now (not started yet, server unreachable)."""

@@ -6,14 +6,19 @@ from typing import Any
 
 from .constants import RETRY_AFTER_FULL, RETRY_AFTER_STOPPING
 from .errors import (
+    AmbiguousEventId,
     Busy,
     ConfigError,
     DispatchdError,
+    EventNotFound,
+    InvalidQuery,
+    NoEventStore,
     NotEnabled,
     SpoolFull,
     SpoolLowSpace,
     SpoolUnavailable,
     Stopping,
+    StoreUnavailable,
     UnknownDispatcher,
 )
 
@@ -49,6 +54,10 @@ _MAPPING: tuple[tuple[type[DispatchdError], int, str, int | None], ...] = (
     (Stopping, 503, "shutting_down", RETRY_AFTER_STOPPING),
     (UnknownDispatcher, 404, "unknown_dispatcher", None),
     (NotEnabled, 409, "not_enabled", None),
+    (EventNotFound, 404, "event_not_found", None),
+    (AmbiguousEventId, 409, "ambiguous_id", None),
+    (NoEventStore, 409, "no_event_store", None),
+    (StoreUnavailable, 503, "store_unavailable", RETRY_AFTER_FULL),
 )
 
 
@@ -56,6 +65,9 @@ def from_domain(exc: DispatchdError) -> ApiError | None:
     """The HTTP answer for a typed error of the core, or ``None`` if it has none (a bug)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, InvalidQuery):
+        return ApiError(400, "invalid_parameter", str(exc),
+                        [{"field": exc.field, "message": exc.reason}])
     if isinstance(exc, ConfigError):
         return ApiError(422, "invalid_config", str(exc), [p.as_dict() for p in exc.problems])
     for kind, status, code, retry_after in _MAPPING:

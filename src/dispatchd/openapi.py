@@ -5,7 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .constants import API_PREFIX, JSON, LEVEL_MAX, LEVEL_MIN, LEVELS, NDJSON
+from .constants import (
+    API_PREFIX,
+    EVENT_DEFAULT_SORT,
+    EVENT_FILTERS,
+    EVENT_LIMIT,
+    EVENT_MAX_LENGTH,
+    EVENT_MAX_LIMIT,
+    EVENT_MAX_VALUES,
+    EVENT_SORT_KEYS,
+    JSON,
+    LEVEL_MAX,
+    LEVEL_MIN,
+    LEVELS,
+    NDJSON,
+    SHORT_ID,
+)
 from .models import Record
 
 Schema = dict[str, Any]
@@ -17,17 +32,23 @@ COUNT: Schema = {"type": "integer", "minimum": 0}
 # Any request under /v1 may be answered with these.
 ERRORS_V1 = (400, 401, 413, 415)
 ERRORS = {
-    400: "Malformed request: bad JSON, bad UTF-8, or a bad request line or header",
+    400: "Malformed request: bad JSON, bad UTF-8, or a bad request line or header; for the "
+         "event query, an unknown parameter or a bad value (code invalid_parameter, details "
+         "name the field)",
     401: "A valid bearer token is required (only when the server has tokens)",
     408: "The request body did not arrive within server.read_timeout",
-    404: "No such route, or no dispatcher of that name (code unknown_dispatcher)",
+    404: "No such route, no dispatcher of that name (code unknown_dispatcher), or no event "
+         "with that id (event_not_found)",
     405: "The route does not take this method",
-    409: "The dispatcher is not enabled",
+    409: "The dispatcher is not enabled (not_enabled); the database dispatcher, whose table "
+         "the event query reads, is not enabled (no_event_store); an id prefix matches more "
+         "than one event (ambiguous_id)",
     413: "The body is larger than server.max_body_bytes",
     415: "The content type or charset is not accepted",
     422: "Invalid record(s) or parameter; details name the record index and field",
     503: "The spool is full, low on disk space or unavailable, request bodies in flight fill "
-         "server.max_inflight_bytes, or dispatchd is shutting down",
+         "server.max_inflight_bytes, dispatchd is shutting down, or the event store cannot be "
+         "read now (store_unavailable)",
 }
 
 
@@ -88,6 +109,15 @@ def _schemas() -> dict[str, Schema]:
             report={"type": "object", "description": "the dispatcher's own facts (report())",
                     "additionalProperties": {"type": ["string", "number", "boolean"]}},
         ),
+        "Event": _obj(
+            ["id", "timestamp", "oid", "oname", "otype", "cluster_id", "level", "user", "project",
+             "action", "status", "status_reason", "meta_data"],
+            id={"type": "string"}, timestamp={"type": "string", "format": "date-time"},
+            **{name: NULLABLE_STR for name in ("oid", "oname", "otype", "cluster_id", "level",
+                                                "user", "project", "action", "status",
+                                                "status_reason")},
+            meta_data={"description": "the record's extra, an object as stored"},
+        ),
         "DeadLetter": _obj(
             ["id", "dispatcher", "seq", "error", "attempts", "failed_at", "record"],
             id={"type": "integer"}, dispatcher={"type": "string"}, seq={"type": "integer"},
@@ -129,11 +159,50 @@ def _events() -> Schema:
     )
 
 
+def _event_query() -> Schema:
+    repeatable: Schema = {"type": "array", "maxItems": EVENT_MAX_VALUES,
+                          "items": {"type": "string", "maxLength": EVENT_MAX_LENGTH}}
+    key = f"({'|'.join(EVENT_SORT_KEYS)})(:(asc|desc))?"
+    # Times and levels are checked by the server (400), so their schemas are plain strings.
+    params = [
+        {**_query(name, repeatable, f"only events with this {name}; repeat for any of several"
+                  + (f" (a level {LEVEL_MIN}..{LEVEL_MAX} or a name: {', '.join(LEVELS)}, "
+                     "any case)" if name == "level" else "")),
+         "style": "form", "explode": True}
+        for name in EVENT_FILTERS
+    ] + [
+        _query("since", {"type": "string"},
+               "only events at or after this RFC 3339 time (without an offset: UTC)"),
+        _query("until", {"type": "string"}, "only events before this time"),
+        _query("sort", {"type": "string", "pattern": f"^{key}(,{key})*$"},
+               f"key[:asc|desc],... then id ascending (default {EVENT_DEFAULT_SORT}); NULLs "
+               "sort first ascending, last descending"),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": EVENT_MAX_LIMIT},
+               f"at most this many (default {EVENT_LIMIT})"),
+        _query("marker", {"type": "string", "pattern": "^[0-9a-f-]{1,36}$"},
+               "the id of the last event seen: the page after it (keyset, stable under inserts)"),
+    ]
+    return _op("Stored events (the database dispatcher's table), Senlin's filters and order",
+               {200: _json(_obj(["events"], events={"type": "array", "items": _ref("Event")}),
+                           "One page of events")},
+               (400, 409, 503), parameters=params)
+
+
+def _event_by_id() -> Schema:
+    ident = {"name": "id", "in": "path", "required": True,
+             "description": f"the full id or a unique prefix of {SHORT_ID}+ characters",
+             "schema": {"type": "string", "pattern": f"^[0-9a-fA-F-]{{{SHORT_ID},36}}$"}}
+    return _op("One stored event, by id or short id",
+               {200: _json(_obj(["event"], event=_ref("Event")), "The event")},
+               (400, 404, 409, 503), parameters=[ident])
+
+
 def _paths() -> dict[str, Schema]:
     name = _query("dispatcher", {"type": "string", "minLength": 1}, "dispatcher name", True)
     any_object = {"type": "object"}
     v1 = {
-        "/events": {"post": _events()},
+        "/events": {"post": _events(), "get": _event_query()},
+        "/events/{id}": {"get": _event_by_id()},
         "/status": {"get": _op("One snapshot: spool, config and every dispatcher", {200: _json(
             _obj(["accepted", "stopping", "spool", "config", "dispatchers"], accepted=COUNT,
                  stopping={"type": "boolean"}, spool=any_object, config=any_object,

@@ -16,11 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import Select
 
-from dispatchd import Action, EventBackend, Record
+from dispatchd import Action, EventBackend, Record, Unavailable
 from dispatchd.sqlite import Connection
 
 from .event_table import ddl, missing_columns, row_encoder, sqlite_upsert
+from .sqlite_reader import SqliteReader
 
 SQLITE = sqlite.dialect()
 UPSERT = sqlite_upsert()
@@ -89,16 +92,17 @@ def tune(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")  # no effect unless in WAL mode
 
 
-async def _open(path: Path) -> tuple[Connection, bool]:
+async def _open(path: Path) -> tuple[Connection, bool, SqliteReader]:
     # No journal-mode switch here: the file may be Senlin's, and WAL would stay on it for good.
     db = await Connection.open(path, journal_mode=None)
     try:
         created = await db.run(prepare)
         await db.run(tune)
+        reader = await SqliteReader.open(path)  # the query API's, so reads never queue writes
     except BaseException:
         await db.close()
         raise
-    return db, created
+    return db, created, reader
 
 
 class DatabaseDispatcher(EventBackend[DatabaseOptions]):
@@ -106,8 +110,9 @@ class DatabaseDispatcher(EventBackend[DatabaseOptions]):
 
     def __init__(self, name: str, options: DatabaseOptions | None = None) -> None:
         super().__init__(name, options)
-        self._opening: asyncio.Task[tuple[Connection, bool]] | None = None
+        self._opening: asyncio.Task[tuple[Connection, bool, SqliteReader]] | None = None
         self._db: Connection | None = None
+        self._reader: SqliteReader | None = None
         self._table = "not open yet"
 
     async def start(self) -> None:
@@ -117,20 +122,35 @@ class DatabaseDispatcher(EventBackend[DatabaseOptions]):
         # close() waits for it and closes what it opened, so no connection thread is left.
         self._opening = asyncio.create_task(_open(path), name=f"{self.name}: opening {path}")
         await asyncio.wait({self._opening})
-        self._db, created = self._opening.result()
+        self._db, created, self._reader = self._opening.result()
         self._table = "created by dispatchd" if created else "existing (written as it is)"
 
     async def close(self) -> None:
-        opening, self._opening, self._db = self._opening, None, None
+        opening, self._opening, self._db, self._reader = self._opening, None, None, None
         if opening is None or opening.cancelled():
             return
         try:
             # Awaited, not waited on: a close cut off in turn cancels the opening, which then
             # closes what it had opened itself.
-            db, _ = await opening
+            db, _, reader = await opening
         except Exception:  # a failed opening closed what it had opened; start reported why
             return
-        await db.close()
+        try:
+            await reader.close()
+        finally:
+            await db.close()
+
+    @property
+    def dialect(self) -> Dialect:
+        """The query API's selects are shaped for this dialect (``EventStore``)."""
+        return SQLITE
+
+    async def fetch(self, statement: Select[Any]) -> list[dict[str, Any]]:
+        """Run a select of the query API on the read connection (``EventStore``)."""
+        reader = self._reader
+        if reader is None:
+            raise Unavailable("the database dispatcher is not started")
+        return await reader.fetch(statement)
 
     def report(self) -> Mapping[str, str]:
         return {"url": self.options.url, "event_table": self._table}
