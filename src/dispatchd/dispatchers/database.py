@@ -37,7 +37,8 @@ SSL_ONLY = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "ssl_verify")
 class DatabaseOptions(BaseModel):
     """``[dispatchers.database]``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Inputs stay out of error texts: the url and password may hold a secret.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     # Never in a repr: it may hold the password (status and logs show ``safe_url``).
     url: str = Field(default="sqlite:///var/events.db", repr=False)

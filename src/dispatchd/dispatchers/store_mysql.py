@@ -7,6 +7,7 @@ multi-row statements of up to 1 MB each; a batch is those statements in one tran
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -115,10 +116,16 @@ class MysqlStore(ServerStore[Pool]):
                 raise
 
     async def _fetch(self, pool: Pool, query: Query) -> Sequence[Iterable[Any]]:
-        async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(query.sql, query.params)
-            rows: Sequence[Iterable[Any]] = await cur.fetchall()
-            return rows
+        async with pool.acquire() as conn:
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute(query.sql, query.params)
+                    rows: Sequence[Iterable[Any]] = await cur.fetchall()
+                    return rows
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) or self._is_outage(exc):
+                    conn.close()  # its answer may still come: never hand it out again
+                raise
 
     def _is_outage(self, exc: BaseException) -> bool:
         if isinstance(exc, OSError | InterfaceError):

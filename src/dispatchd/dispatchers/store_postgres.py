@@ -7,6 +7,7 @@ statement is prepared once and a batch is one round trip (bench/sql_drivers.py c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -109,11 +110,25 @@ class PostgresStore(ServerStore[Pool]):
             rows = list({row[0]: row for row in rows}.values())
         columns = [list(column) for column in zip(*rows, strict=True)]
         async with pool.acquire() as conn:
-            await conn.execute(UPSERT, *columns)
+            try:
+                await conn.execute(UPSERT, *columns)
+            except BaseException as exc:
+                self._abandon(conn, exc)
+                raise
 
     async def _fetch(self, pool: Pool, query: Query) -> Sequence[Iterable[Any]]:
         async with pool.acquire() as conn:
-            return await conn.fetch(query.sql, *query.params)
+            try:
+                return await conn.fetch(query.sql, *query.params)
+            except BaseException as exc:
+                self._abandon(conn, exc)
+                raise
+
+    def _abandon(self, conn: asyncpg.pool.PoolConnectionProxy[Any], exc: BaseException) -> None:
+        """Cut a connection whose statement was cut off or lost: returning it to the pool
+        would wait for the server to confirm a cancel, which a silent server never does."""
+        if isinstance(exc, asyncio.CancelledError) or self._is_outage(exc):
+            conn.terminate()
 
     def _is_outage(self, exc: BaseException) -> bool:
         return isinstance(exc, OUTAGES)
