@@ -163,7 +163,8 @@ class ServerStore(ABC, Generic[PoolT]):
                     if isinstance(exc, Exception) and self._is_outage(exc):
                         raise self._unavailable(f"cannot reach {self.url.masked}", exc) from None
                     raise
-                self._table = "created by dispatchd" if created else "existing (written as it is)"
+                if created or self._table == "not checked yet":  # a reconnect finds it there
+                    self._table = "created by dispatchd" if created else "existing (written as it is)"
                 self._writer = pool
                 log.info("dispatcher %s: connected to %s (%s), event table %s", self.name,
                          self.url.masked, self.url.driver, self._table)
