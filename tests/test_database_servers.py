@@ -283,6 +283,24 @@ async def test_fetch_reads_rows_on_its_own_connection(server_db, started):
     assert backend.report()["connects"] == 2  # the writer's pool and the readers'
 
 
+async def test_queries_never_use_the_writers_connection_and_wait_for_a_free_reader(
+        server_db, started):
+    backend = await started(server_db.url(), read_pool_size=1, command_timeout=5)
+    await backend.dump_batch(records(3))
+    session = func.pg_backend_pid if server_db.dialect == "postgresql" else func.connection_id
+    async with backend._store._writer.acquire() as conn:  # a pool of one: the writer's only
+        if server_db.dialect == "postgresql":
+            writer = await conn.fetchval("SELECT pg_backend_pid()")
+        else:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT connection_id()")
+                writer = (await cur.fetchone())[0]
+    answers = await asyncio.gather(*(backend.fetch(select(session().label("s"))) for _ in range(8)))
+    readers = {rows[0]["s"] for rows in answers}
+    assert len(readers) == 1 and writer not in readers  # eight queries, one reader, in turn
+    assert backend.report()["outages"] == 0
+
+
 async def test_fetch_on_sqlite_reads_through_a_read_only_connection(tmp_path, started):
     backend = await started(f"sqlite:///{tmp_path}/ev.db")
     batch = records(4)

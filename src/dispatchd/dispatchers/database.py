@@ -103,7 +103,7 @@ class DatabaseOptions(BaseModel):
                         self.command_timeout, self.ssl_context())
 
 
-def server_store(dialect: str) -> type[ServerStore[Any]]:
+def server_store(dialect: str) -> type[ServerStore[Any, Any]]:
     """The store class for a server dialect, imported only when a url names that dialect."""
     if dialect == "postgresql":
         from .store_postgres import PostgresStore

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncmy
@@ -50,6 +51,7 @@ SERVER_OUTAGES = frozenset({1040, 1044, 1045, 1049, 1053, 1152, 1158, 1159, 1160
                             1213, 1290, 1836, 1927, 4031})
 
 Pool = asyncmy.Pool
+Connection = asyncmy.Connection
 
 
 def _code(exc: BaseException) -> int:
@@ -57,7 +59,7 @@ def _code(exc: BaseException) -> int:
     return code if isinstance(code, int) else 0
 
 
-class MysqlStore(ServerStore[Pool]):
+class MysqlStore(ServerStore[Pool, Connection]):
     """Senlin's ``event`` table in a MySQL or MariaDB database."""
 
     dialect = DIALECT
@@ -105,27 +107,28 @@ class MysqlStore(ServerStore[Pool]):
                 await cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
                 await conn.commit()
 
-    async def _write(self, pool: Pool, rows: list[Row]) -> None:
-        async with pool.acquire() as conn:
-            try:
-                async with conn.cursor() as cur:
-                    await cur.executemany(UPSERT, rows)
-                await conn.commit()
-            except BaseException:
-                conn.close()  # rolled back by the server; the pool drops a closed connection
-                raise
+    def _acquire(self, pool: Pool) -> AbstractAsyncContextManager[Connection]:
+        return pool.acquire()
 
-    async def _fetch(self, pool: Pool, query: Query) -> Sequence[Iterable[Any]]:
-        async with pool.acquire() as conn:
-            try:
-                async with conn.cursor() as cur:
-                    await cur.execute(query.sql, query.params)
-                    rows: Sequence[Iterable[Any]] = await cur.fetchall()
-                    return rows
-            except BaseException as exc:
-                if isinstance(exc, asyncio.CancelledError) or self._is_outage(exc):
-                    conn.close()  # its answer may still come: never hand it out again
-                raise
+    async def _write(self, conn: Connection, rows: list[Row]) -> None:
+        try:
+            async with conn.cursor() as cur:
+                await cur.executemany(UPSERT, rows)
+            await conn.commit()
+        except BaseException:
+            conn.close()  # rolled back by the server; the pool drops a closed connection
+            raise
+
+    async def _fetch(self, conn: Connection, query: Query) -> Sequence[Iterable[Any]]:
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(query.sql, query.params)
+                rows: Sequence[Iterable[Any]] = await cur.fetchall()
+                return rows
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) or self._is_outage(exc):
+                conn.close()  # its answer may still come: never hand it out again
+            raise
 
     def _is_outage(self, exc: BaseException) -> bool:
         if isinstance(exc, OSError | InterfaceError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
@@ -66,9 +67,10 @@ OUTAGES: tuple[type[BaseException], ...] = (
 )
 
 Pool = asyncpg.Pool
+Connection = asyncpg.pool.PoolConnectionProxy  # generic in the stubs only
 
 
-class PostgresStore(ServerStore[Pool]):
+class PostgresStore(ServerStore[Pool, Connection]):
     """Senlin's ``event`` table in a PostgreSQL database."""
 
     dialect = DIALECT
@@ -103,28 +105,29 @@ class PostgresStore(ServerStore[Pool]):
                 await conn.execute(statement)
             return True
 
-    async def _write(self, pool: Pool, rows: list[Row]) -> None:
+    def _acquire(self, pool: Pool) -> AbstractAsyncContextManager[Connection]:
+        return pool.acquire()
+
+    async def _write(self, conn: Connection, rows: list[Row]) -> None:
         if len(rows) > 1:
             # One statement may not update a row twice: a record posted twice (same id) in a
             # batch keeps its last delivery, as the SQLite store's row-by-row upsert does.
             rows = list({row[0]: row for row in rows}.values())
         columns = [list(column) for column in zip(*rows, strict=True)]
-        async with pool.acquire() as conn:
-            try:
-                await conn.execute(UPSERT, *columns)
-            except BaseException as exc:
-                self._abandon(conn, exc)
-                raise
+        try:
+            await conn.execute(UPSERT, *columns)
+        except BaseException as exc:
+            self._abandon(conn, exc)
+            raise
 
-    async def _fetch(self, pool: Pool, query: Query) -> Sequence[Iterable[Any]]:
-        async with pool.acquire() as conn:
-            try:
-                return await conn.fetch(query.sql, *query.params)
-            except BaseException as exc:
-                self._abandon(conn, exc)
-                raise
+    async def _fetch(self, conn: Connection, query: Query) -> Sequence[Iterable[Any]]:
+        try:
+            return await conn.fetch(query.sql, *query.params)
+        except BaseException as exc:
+            self._abandon(conn, exc)
+            raise
 
-    def _abandon(self, conn: asyncpg.pool.PoolConnectionProxy[Any], exc: BaseException) -> None:
+    def _abandon(self, conn: Connection, exc: BaseException) -> None:
         """Cut a connection whose statement was cut off or lost: returning it to the pool
         would wait for the server to confirm a cancel, which a silent server never does."""
         if isinstance(exc, asyncio.CancelledError) or self._is_outage(exc):

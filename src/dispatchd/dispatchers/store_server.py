@@ -15,6 +15,7 @@ import logging
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -30,6 +31,7 @@ from .store_url import StoreUrl
 log = logging.getLogger(__name__)
 
 PoolT = TypeVar("PoolT")
+ConnT = TypeVar("ConnT")
 CLOSE_TIMEOUT = 2.0  # a graceful pool close waits this long for the server, then cuts
 
 
@@ -48,7 +50,7 @@ class SchemaError(RuntimeError):
     """The ``event`` table exists and is not Senlin's: a start error, never an outage."""
 
 
-class ServerStore(ABC, Generic[PoolT]):
+class ServerStore(ABC, Generic[PoolT, ConnT]):
     """A store on a database server; subclasses speak to it through their driver."""
 
     dialect: Dialect
@@ -82,12 +84,16 @@ class ServerStore(ABC, Generic[PoolT]):
         """Create Senlin's table unless there; True if created; ``SchemaError`` if not Senlin's."""
 
     @abstractmethod
-    async def _write(self, pool: PoolT, rows: list[Row]) -> None:
-        """Upsert ``rows`` in one transaction."""
+    def _acquire(self, pool: PoolT) -> AbstractAsyncContextManager[ConnT]:
+        """A connection of ``pool`` for one batch or query, given back afterwards."""
 
     @abstractmethod
-    async def _fetch(self, pool: PoolT, query: Query) -> Sequence[Iterable[Any]]:
-        """Run ``query`` and return its rows as sequences, in column order."""
+    async def _write(self, conn: ConnT, rows: list[Row]) -> None:
+        """Upsert ``rows`` in one transaction; a connection cut off mid-way is closed."""
+
+    @abstractmethod
+    async def _fetch(self, conn: ConnT, query: Query) -> Sequence[Iterable[Any]]:
+        """Run ``query`` and return its rows, in column order; closed if cut off mid-way."""
 
     @abstractmethod
     def _is_outage(self, exc: BaseException) -> bool:
@@ -105,8 +111,9 @@ class ServerStore(ABC, Generic[PoolT]):
     async def write(self, rows: list[Row]) -> None:
         pool = await self._writer_pool()
         try:
-            async with asyncio.timeout(self.settings.command_timeout):
-                await self._write(pool, rows)
+            async with self._acquire(pool) as conn:
+                async with asyncio.timeout(self.settings.command_timeout):
+                    await self._write(conn, rows)
         except Exception as exc:
             if not self._is_outage(exc):
                 raise
@@ -118,8 +125,10 @@ class ServerStore(ABC, Generic[PoolT]):
         await self._writer_pool()  # the table is checked (or created) before the first query
         pool = await self._reader_pool()
         try:
-            async with asyncio.timeout(self.settings.command_timeout):
-                rows = await self._fetch(pool, query)
+            # The timeout is the statement's: waiting for a free reader is no outage.
+            async with self._acquire(pool) as conn:
+                async with asyncio.timeout(self.settings.command_timeout):
+                    rows = await self._fetch(conn, query)
         except Exception as exc:
             if not self._is_outage(exc):
                 raise
