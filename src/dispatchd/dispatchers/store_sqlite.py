@@ -112,7 +112,8 @@ class SqliteStore:
 
     async def close(self) -> None:
         opening, self._opening, self._db = self._opening, None, None
-        reader, self._reader = self._reader, None
+        async with self._reader_lock:  # a query opening the reader finishes first
+            reader, self._reader = self._reader, None
         if reader is not None:
             await reader.close()
         if opening is None or opening.cancelled():
