@@ -109,13 +109,14 @@ async def test_an_existing_event_table_is_written_as_it_is(tmp_path):
 
 
 async def test_the_connection_caches_more_and_checkpoints_less_without_touching_the_file(tmp_path):
-    from dispatchd.dispatchers.database import CACHE_KIB, WAL_PAGES
+    from dispatchd.dispatchers.store_sqlite import CACHE_KIB, WAL_PAGES
 
     backend = DatabaseDispatcher("database", DatabaseOptions(url=f"sqlite:///{tmp_path}/ev.db"))
     await backend.start()
     try:
-        assert backend._db is not None
-        settings = await backend._db.run(lambda db: (
+        db = backend._store._db
+        assert db is not None
+        settings = await db.run(lambda db: (
             db.execute("PRAGMA cache_size").fetchone()[0],
             db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
     finally:
@@ -143,8 +144,8 @@ async def test_a_failed_batch_stores_nothing(database, tmp_path):
     assert fetch(tmp_path) == []
 
 
-@pytest.mark.parametrize("url", ["postgresql://x/y", "sqlite:///", "events.db"])
-def test_url_must_be_sqlite_for_now(url):
+@pytest.mark.parametrize("url", ["oracle://x/y", "sqlite:///", "events.db", "sqlite://host/x.db"])
+def test_url_must_name_a_known_store(url):
     with pytest.raises(ValidationError):
         DatabaseOptions(url=url)
 

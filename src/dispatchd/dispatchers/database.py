@@ -1,108 +1,123 @@
 """The ``database`` dispatcher: Senlin's ``event`` table, upserted on the record id.
 
-Pointed at a database whose ``event`` table exists (Senlin's own), it writes into it as it is:
-no DDL, no index, no journal-mode change. Otherwise it creates the table with Senlin's DDL and
-its own indexes. Built on what any plugin may use: the ``dispatchd`` package's exports and
+The store is chosen by ``url``: a SQLite file (store_sqlite), PostgreSQL (store_postgres) or
+MySQL/MariaDB (store_mysql). Each writes into an existing Senlin table as it is, or creates it
+with Senlin's DDL and dispatchd's indexes, and answers queries (``fetch``) on connections of
+their own. Built on what any plugin may use: the ``dispatchd`` package's exports and
 ``dispatchd.sqlite``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
+import ssl as tls
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy.dialects import sqlite
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Select
 
 from dispatchd import Action, EventBackend, Record, Unavailable
-from dispatchd.sqlite import Connection
 
-from .event_table import ddl, missing_columns, row_encoder, sqlite_upsert
-from .sqlite_reader import SqliteReader
+from . import store_url
+from .store import Reported, Store
+from .store_server import ServerStore, Settings
+from .store_sqlite import SQLITE, UPSERT, SqliteStore, row_of
+from .store_url import StoreUrl
 
-SQLITE = sqlite.dialect()
-UPSERT = sqlite_upsert()
-row_of = row_encoder(SQLITE)
+__all__ = ["SQLITE", "UPSERT", "DatabaseDispatcher", "DatabaseOptions", "row_of"]
 
-SQLITE_PREFIX = "sqlite:///"
+SERVER_ONLY = ("password", "pool_size", "read_pool_size", "connect_timeout", "command_timeout",
+               "ssl", "ssl_ca_file", "ssl_cert_file", "ssl_key_file", "ssl_verify")
+SSL_ONLY = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "ssl_verify")
 
 
 class DatabaseOptions(BaseModel):
     """``[dispatchers.database]``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Inputs stay out of error texts: the url and password may hold a secret.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    url: str = "sqlite:///var/events.db"
+    # Never in a repr: it may hold the password (status and logs show ``safe_url``).
+    url: str = Field(default="sqlite:///var/events.db", repr=False)
+    # Taken as it is (no percent-encoding): for a password from ${NAME} with any characters.
+    password: str | None = Field(default=None, repr=False)
+    pool_size: int = Field(default=1, gt=0)  # writer connections: batches go one at a time
+    read_pool_size: int = Field(default=4, gt=0)  # connections for queries, opened on the first
+    connect_timeout: float = Field(default=10.0, gt=0)
+    # A batch or query without an answer this long counts as an outage (keep it below the
+    # dispatcher's timeout, which would spend an attempt instead).
+    command_timeout: float = Field(default=10.0, gt=0)
+    ssl: bool = False
+    ssl_ca_file: str | None = None
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    ssl_verify: bool = True
 
     @field_validator("url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
-        if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
-            raise ValueError(
-                "url must be sqlite:///relative/path or sqlite:////absolute/path"
-            )
+    def _known_store(cls, url: str) -> str:
+        store_url.parse(url, password=None)  # raises ValueError, which never shows the password
         return url
 
+    @model_validator(mode="after")
+    def _fits_the_store(self) -> DatabaseOptions:
+        parsed = self.store_url  # checks url and password together
+        given = self.model_fields_set
+        if parsed.dialect == "sqlite" and (wrong := [k for k in SERVER_ONLY if k in given]):
+            raise ValueError(f"{', '.join(wrong)} apply only to a PostgreSQL or MySQL url")
+        if not self.ssl and (wrong := [k for k in SSL_ONLY if k in given]):
+            raise ValueError(f"{', '.join(wrong)} apply only with ssl = true")
+        if self.ssl_key_file and not self.ssl_cert_file:
+            raise ValueError("ssl_key_file needs ssl_cert_file")
+        return self
+
+    @cached_property
+    def store_url(self) -> StoreUrl:
+        return store_url.parse(self.url, password=self.password)
+
     @property
-    def sqlite_path(self) -> Path:
-        return Path(self.url[len(SQLITE_PREFIX):])
+    def safe_url(self) -> str:
+        """The url without its password, for logs and status."""
+        return self.store_url.masked
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        return self.store_url.sqlite_path
+
+    def ssl_context(self) -> tls.SSLContext | None:
+        if not self.ssl:
+            return None
+        context = tls.create_default_context(cafile=self.ssl_ca_file)
+        if self.ssl_cert_file:
+            context.load_cert_chain(self.ssl_cert_file, self.ssl_key_file)
+        if not self.ssl_verify:
+            context.check_hostname = False
+            context.verify_mode = tls.CERT_NONE
+        return context
+
+    def settings(self) -> Settings:
+        return Settings(self.pool_size, self.read_pool_size, self.connect_timeout,
+                        self.command_timeout, self.ssl_context())
 
 
-def prepare(conn: sqlite3.Connection) -> bool:
-    """Make sure an ``event`` table Senlin can read is there; True if it was created now."""
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "event" in tables:
-        present = {row[1] for row in conn.execute("PRAGMA table_info(event)")}
-        if missing := missing_columns(present):
-            raise RuntimeError(
-                f"the existing event table lacks column(s) {', '.join(missing)}: it is not "
-                "Senlin's (run Senlin's migrations, or point url at another database)"
-            )
-        return False
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in ddl(SQLITE):
-            conn.execute(statement)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    if not tables:  # a database of dispatchd's own: WAL lets readers run beside the writer
-        conn.execute("PRAGMA journal_mode=WAL")
-    return True
+def server_store(dialect: str) -> type[ServerStore[Any, Any]]:
+    """The store class for a server dialect, imported only when a url names that dialect."""
+    if dialect == "postgresql":
+        from .store_postgres import PostgresStore
+        return PostgresStore
+    from .store_mysql import MysqlStore
+    return MysqlStore
 
 
-# Settings of this connection only, stored nowhere in the file: a Senlin database is left as it
-# is. Random (uuid4) ids put nearly every row on an index page of its own, so a transaction
-# dirties a page per row: a larger cache reads fewer of them back, and checkpoints every 10,000
-# WAL pages instead of 1,000 write a page dirtied by several transactions once. Together they
-# took 500-row upserts into a 300k-row table from 44 to 24 us of CPU per row. A 32 MiB cache did
-# no better there, and cost 37 MB more RSS than 2 MiB with a 1M-event backlog (bench/rss.py).
-CACHE_KIB = 16 * 1024
-WAL_PAGES = 10_000
-
-
-def tune(conn: sqlite3.Connection) -> None:
-    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")  # no effect unless in WAL mode
-
-
-async def _open(path: Path) -> tuple[Connection, bool, SqliteReader]:
-    # No journal-mode switch here: the file may be Senlin's, and WAL would stay on it for good.
-    db = await Connection.open(path, journal_mode=None)
-    try:
-        created = await db.run(prepare)
-        await db.run(tune)
-        reader = await SqliteReader.open(path)  # the query API's, so reads never queue writes
-    except BaseException:
-        await db.close()
-        raise
-    return db, created, reader
+def open_store(options: DatabaseOptions, name: str) -> Store:
+    """The store ``options.url`` names; nothing is connected yet."""
+    url = options.store_url
+    if url.dialect == "sqlite":
+        return SqliteStore(url, name)
+    return server_store(url.dialect)(url, name, options.settings())
 
 
 class DatabaseDispatcher(EventBackend[DatabaseOptions]):
@@ -110,58 +125,51 @@ class DatabaseDispatcher(EventBackend[DatabaseOptions]):
 
     def __init__(self, name: str, options: DatabaseOptions | None = None) -> None:
         super().__init__(name, options)
-        self._opening: asyncio.Task[tuple[Connection, bool, SqliteReader]] | None = None
-        self._db: Connection | None = None
-        self._reader: SqliteReader | None = None
-        self._table = "not open yet"
-
-    async def start(self) -> None:
-        path = self.options.sqlite_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A task of its own, which a start cut off (timeout, cancellation) does not cancel:
-        # close() waits for it and closes what it opened, so no connection thread is left.
-        self._opening = asyncio.create_task(_open(path), name=f"{self.name}: opening {path}")
-        await asyncio.wait({self._opening})
-        self._db, created, self._reader = self._opening.result()
-        self._table = "created by dispatchd" if created else "existing (written as it is)"
-
-    async def close(self) -> None:
-        opening, self._opening, self._db, self._reader = self._opening, None, None, None
-        if opening is None or opening.cancelled():
-            return
-        try:
-            # Awaited, not waited on: a close cut off in turn cancels the opening, which then
-            # closes what it had opened itself.
-            db, _, reader = await opening
-        except Exception:  # a failed opening closed what it had opened; start reported why
-            return
-        try:
-            await reader.close()
-        finally:
-            await db.close()
+        self._store: Store | None = None
 
     @property
     def dialect(self) -> Dialect:
-        """The query API's selects are shaped for this dialect (``EventStore``)."""
-        return SQLITE
+        """The SQLAlchemy dialect ``fetch`` compiles statements for (``.name``: sqlite,
+        postgresql or mysql)."""
+        if self._store is not None:
+            return self._store.dialect
+        dialect = self.options.store_url.dialect
+        return SQLITE if dialect == "sqlite" else server_store(dialect).dialect
 
-    async def fetch(self, statement: Select[Any]) -> list[dict[str, Any]]:
-        """Run a select of the query API on the read connection (``EventStore``)."""
-        reader = self._reader
-        if reader is None:
-            raise Unavailable("the database dispatcher is not started")
-        return await reader.fetch(statement)
+    async def start(self) -> None:
+        self._store = open_store(self.options, self.name)
+        await self._store.open()
 
-    def report(self) -> Mapping[str, str]:
-        return {"url": self.options.url, "event_table": self._table}
+    async def close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            await store.close()
+
+    def report(self) -> Mapping[str, Reported]:
+        if self._store is None:
+            return {"url": self.options.safe_url, "event_table": "not open yet"}
+        return self._store.report()
 
     async def dump(self, level: int, action: Action, **kwargs: Any) -> None:
         record = Record(level=level, action=action, **kwargs)
         await self.dump_batch([record])
 
     async def dump_batch(self, events: list[Record]) -> None:
-        db = self._db
-        if db is None:
+        store = self._store
+        if store is None:
             raise RuntimeError("database dispatcher is not started")
-        rows = [row_of(record) for record in events]
-        await db.transaction(lambda conn: conn.executemany(UPSERT, rows))
+        row = store.row_of
+        await store.write([row(record) for record in events])
+
+    async def fetch(self, statement: Select[Any]) -> list[dict[str, Any]]:
+        """Run ``statement`` on the store's read connection(s), never the writer's.
+
+        Rows come back as dicts keyed by the statement's column keys, values as SQLAlchemy's
+        result processing gives them (``timestamp`` a naive UTC ``datetime`` on every
+        dialect). ``Unavailable`` when the server cannot be reached or the dispatcher has not
+        started.
+        """
+        store = self._store
+        if store is None:
+            raise Unavailable("the database dispatcher has not started")
+        return await store.fetch(statement)

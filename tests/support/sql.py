@@ -1,0 +1,128 @@
+"""PostgreSQL and MariaDB test helpers: a fresh database per test, dropped afterwards.
+
+The servers are this machine's (``.ci/run`` starts them): PostgreSQL with trust auth on
+127.0.0.1:5432, MariaDB with a passwordless root on 127.0.0.1:3306. Anything else a test needs
+on the server (a user with a password) it creates here and drops again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncmy
+import asyncpg
+
+from .amqp import require_service
+
+HOST = "127.0.0.1"
+PORTS = {"postgresql": 5432, "mysql": 3306}
+ADMIN = {"postgresql": "postgres", "mysql": "root"}
+DIALECTS = ("postgresql", "mysql")
+
+
+@dataclass
+class ServerDb:
+    """A database of the test's own on one server, and a connection to look into it."""
+
+    dialect: str
+    name: str
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self.port = self.port or PORTS[self.dialect]
+
+    def url(self, port: int | None = None, user: str | None = None, password: str | None = None,
+            host: str = HOST, scheme: str | None = None) -> str:
+        credentials = user or ADMIN[self.dialect]
+        if password is not None:
+            credentials += f":{password}"
+        return f"{scheme or self.dialect}://{credentials}@{host}:{port or self.port}/{self.name}"
+
+    async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` (``$1`` parameters on PostgreSQL, ``%s`` on MariaDB), own connection."""
+        if self.dialect == "postgresql":
+            conn = await asyncpg.connect(host=HOST, port=PORTS["postgresql"], user="postgres",
+                                         database=self.name)
+            try:
+                return [tuple(row) for row in await conn.fetch(sql, *params)]
+            finally:
+                await conn.close()
+        my = await asyncmy.connect(host=HOST, port=PORTS["mysql"], user="root", db=self.name,
+                                   autocommit=True)
+        try:
+            async with my.cursor() as cur:
+                await cur.execute(sql, params or None)
+                return [tuple(row) for row in await cur.fetchall()]
+        finally:
+            my.close()
+
+    async def execute(self, *statements: str) -> None:
+        for statement in statements:
+            await self.query(statement)
+
+
+async def admin(dialect: str, *statements: str) -> None:
+    """Run ``statements`` on the server as its administrator, outside any test database."""
+    if dialect == "postgresql":
+        conn = await asyncpg.connect(host=HOST, port=PORTS[dialect], user="postgres",
+                                     database="postgres")
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+        return
+    my = await asyncmy.connect(host=HOST, port=PORTS[dialect], user="root", autocommit=True)
+    try:
+        async with my.cursor() as cur:
+            for statement in statements:
+                await cur.execute(statement)
+    finally:
+        my.close()
+
+
+def require_server(dialect: str) -> None:
+    require_service("PostgreSQL" if dialect == "postgresql" else "MariaDB", HOST, PORTS[dialect])
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(dialect: str) -> AsyncIterator[ServerDb]:
+    """A new, empty database on ``dialect``'s server, dropped (connections and all) afterwards."""
+    require_server(dialect)
+    db = ServerDb(dialect, f"dispatchd_test_{uuid.uuid4().hex[:12]}")
+    await admin(dialect, f"CREATE DATABASE {db.name}")
+    try:
+        yield db
+    finally:
+        if dialect == "postgresql":
+            await admin(dialect, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
+        else:
+            await admin(dialect, f"DROP DATABASE IF EXISTS {db.name}")
+
+
+@contextlib.asynccontextmanager
+async def user_with_password(db: ServerDb, password: str) -> AsyncIterator[str]:
+    """A login on ``db``'s server that may use ``db`` only, with ``password``; dropped after."""
+    user = f"dsp_{uuid.uuid4().hex[:10]}"
+    if db.dialect == "postgresql":
+        await admin(db.dialect, f"CREATE ROLE {user} LOGIN PASSWORD '{password}'",
+                    f"GRANT ALL ON DATABASE {db.name} TO {user}")
+        await db.execute(f"GRANT ALL ON SCHEMA public TO {user}")
+    else:
+        await admin(db.dialect, f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+                    f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'",
+                    f"GRANT ALL ON {db.name}.* TO '{user}'@'%'",
+                    f"GRANT ALL ON {db.name}.* TO '{user}'@'localhost'")
+    try:
+        yield user
+    finally:
+        if db.dialect == "postgresql":
+            await admin(db.dialect, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)",
+                        f"DROP ROLE IF EXISTS {user}")
+        else:
+            await admin(db.dialect, f"DROP USER IF EXISTS '{user}'@'%'",
+                        f"DROP USER IF EXISTS '{user}'@'localhost'")
