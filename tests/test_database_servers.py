@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from dispatchd import Unavailable
 from dispatchd.config import parse
 from dispatchd.dispatchers.database import DatabaseDispatcher, DatabaseOptions
-from dispatchd.dispatchers.event_table import COLUMNS, EVENT
+from dispatchd.dispatchers.event_table import COLUMNS, EVENT, INDEXES
 from dispatchd.dispatchers.store_url import parse as parse_url
 from dispatchd.models import Record
 
@@ -176,7 +176,7 @@ async def test_senlins_table_is_created_with_dispatchds_indexes(server_db, start
     assert cols["timestamp"][:2] == (timestamp, "NO")
     assert cols["level"][2] == 63 and cols["user"][2] == 64
     assert cols["meta_data"][0] == ("text" if server_db.dialect == "postgresql" else "longtext")
-    assert {"ix_event_timestamp", "ix_event_oid", "ix_event_cluster_id"} <= await indexes(server_db)
+    assert {index.name for index in INDEXES} <= await indexes(server_db)
 
 
 # Senlin's event table as its migrations leave it (first version, then the column renames and
