@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from dispatchd import sqlite
 from dispatchd.spool import Spool
 
 from .support import TESTPLUGINS
+from .support.daemon import Daemon
 
 if str(TESTPLUGINS) not in sys.path:
     # In-process tests discover the test plugins' entry points through this dist-info.
@@ -58,3 +61,18 @@ async def spool(tmp_path):
     await s.open()
     yield s
     await s.close()
+
+
+@pytest.fixture
+async def make_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Daemon]]:
+    """Real ``dispatchd`` processes in the test's directory, killed at the end."""
+    made: list[Daemon] = []
+
+    def factory(enabled: list[str], **sections: Any) -> Daemon:
+        daemon = Daemon(tmp_path, enabled, **sections)
+        made.append(daemon)
+        return daemon
+
+    yield factory
+    for daemon in made:
+        daemon.kill()

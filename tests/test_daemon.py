@@ -5,30 +5,13 @@ from __future__ import annotations
 import json
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from .support.daemon import Daemon, eventually, post
+from .support.daemon import eventually, post
 from .support.records import record
 from .support.stream import streaming
-
-
-@pytest.fixture
-async def make_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Daemon]]:
-    made: list[Daemon] = []
-
-    def factory(enabled: list[str], **sections: Any) -> Daemon:
-        daemon = Daemon(tmp_path, enabled, **sections)
-        made.append(daemon)
-        return daemon
-
-    yield factory
-    for daemon in made:
-        daemon.kill()
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])

@@ -8,13 +8,10 @@ import json
 import os
 import random
 import subprocess
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from .support import TESTPLUGINS
 from .support.daemon import DISPATCHD, Daemon
@@ -25,20 +22,6 @@ TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     filter(None, [str(TESTPLUGINS), os.environ.get("PYTHONPATH")]))}
-
-
-@pytest.fixture
-async def make_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Daemon]]:
-    made: list[Daemon] = []
-
-    def factory(enabled: list[str], **sections: Any) -> Daemon:
-        daemon = Daemon(tmp_path, enabled, **sections)
-        made.append(daemon)
-        return daemon
-
-    yield factory
-    for daemon in made:
-        daemon.kill()
 
 
 def event(i: int, rng: random.Random, **overrides: Any) -> dict[str, Any]:
