@@ -135,6 +135,7 @@ class Worker:
         # and the head's future being waited for with its deadline.
         self._ledger = Ledger()
         self._read_to = 0
+        self._unread: list[Row] = []  # read (up to _read_to), not yet handed over
         self._outages = 0
         self._watched: tuple[asyncio.Future[None], float] | None = None
 
@@ -254,8 +255,8 @@ class Worker:
             else:
                 await self._wake.wait()
 
-    async def _read(self, after: int, limit: int | None = None) -> list[Row]:
-        rows = await self.spool.read(after, limit or self.policy.batch_size)
+    async def _read(self, after: int) -> list[Row]:
+        rows = await self.spool.read(after, self.policy.batch_size)
         if self._until is not None:
             rows = [row for row in rows if row.seq <= self._until]
         return rows
@@ -399,7 +400,7 @@ class Worker:
 
     async def _pipeline(self, until_idle: bool) -> None:
         """Keep records in flight through ``submit``; the cursor follows the settled prefix."""
-        self._read_to = self.cursor
+        self._read_to, self._unread = self.cursor, []
         turn = Turn()
         while True:
             self._wake.clear()
@@ -424,10 +425,9 @@ class Worker:
         """Hand the next batch over; ``False`` if there is none, or no room past the cursor."""
         if self._stopping.is_set() or len(self._ledger) >= PIPELINE_SPAN * self.policy.batch_size:
             return False
-        rows = await self._read(self._read_to, min(self.policy.batch_size, PIPELINE_FILL))
+        rows = await self._next_rows()
         if not rows:
             return False
-        self._read_to = rows[-1].seq
         wanted = await self._decode(rows)
         # Each slot carries the cursor over the rows up to the next wanted one, which need none.
         ends = [row.seq - 1 for row, _ in wanted[1:]] + [rows[-1].seq]
@@ -436,6 +436,16 @@ class Worker:
         for (row, record), future, upto in zip(wanted, futures, ends, strict=True):
             self._ledger.add(Slot(row, record, future, upto))
         return True
+
+    async def _next_rows(self) -> list[Row]:
+        """The next ``PIPELINE_FILL`` rows. Read a batch at a time: a read from the file waits a
+        loop iteration for its thread, and a fill per iteration is too small a turn."""
+        if not self._unread:
+            self._unread = await self._read(self._read_to)
+            if self._unread:
+                self._read_to = self._unread[-1].seq
+        rows, self._unread = self._unread[:PIPELINE_FILL], self._unread[PIPELINE_FILL:]
+        return rows
 
     def _pass_over(self, seq: int) -> None:
         if seq > self.cursor and not self._ledger.pass_over(seq):
