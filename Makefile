@@ -72,11 +72,18 @@ VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 WHEEL_PYTHON ?= $(BIN)/python
 BASE         ?= python:$(shell $(WHEEL_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-slim
 
+# What the wheels hold (their RECORDs list each file's hash; a rebuilt wheel's bytes differ by its
+# timestamps alone): the image rebuilds its install layer when, and only when, this changes.
+WHEELS_DIGEST := import glob, hashlib, zipfile; h = hashlib.sha256(); \
+	[h.update(z.read(n)) for w in sorted(glob.glob("dist/wheels/*.whl")) \
+	 for z in [zipfile.ZipFile(w)] for n in z.namelist() if n.endswith(".dist-info/RECORD")]; \
+	print(h.hexdigest()[:16])
+
 image: $(STAMP)
 	rm -rf dist/wheels
 	$(WHEEL_PYTHON) -m pip wheel --quiet --wheel-dir dist/wheels '.[uvloop]' plugins/jsonfile
 	$(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) \
-		--build-arg WHEELS_DIGEST=$$(cat dist/wheels/*.whl | sha256sum | cut -c1-16) \
+		--build-arg WHEELS_DIGEST=$$($(WHEEL_PYTHON) -c '$(WHEELS_DIGEST)') \
 		--build-arg BASE=$(BASE) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
 
 # The replica test of tests/test_replicas.py against two containers of the image (host networking,
