@@ -36,8 +36,13 @@ RUN groupadd --gid 10001 dispatchd \
 # (with python3-venv) in the local one. The wheels are bind-mounted, so they leave no layer behind.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
+# WHEELS_DIGEST (make image passes a digest of the wheels): Podman/Buildah does not count a bind
+# mount's contents in its layer cache key, so without it a rebuild after a code change would reuse
+# the layer with the old dispatchd.
+ARG WHEELS_DIGEST=""
 RUN --mount=type=bind,source=dist/wheels,target=/tmp/wheels \
-    python3 -m venv /opt/dispatchd \
+    echo "wheels ${WHEELS_DIGEST}" \
+    && python3 -m venv /opt/dispatchd \
     && /opt/dispatchd/bin/pip install --no-index --find-links /tmp/wheels "dispatchd[uvloop]" $PLUGINS
 
 COPY config/dispatchd.toml /etc/dispatchd/dispatchd.toml

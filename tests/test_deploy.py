@@ -5,18 +5,17 @@ periods longer than the drain, the config mounted as a directory, the same confi
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from dispatchd import validation
-from dispatchd.errors import ConfigError
+
+from .support.haproxy import require_haproxy
 
 REPO = Path(__file__).parent.parent
 DEPLOY = REPO / "deploy"
@@ -154,13 +153,12 @@ def test_the_deployment_config_is_one_valid_file(monkeypatch):
     for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_DB",
                  "RABBITMQ_USER", "RABBITMQ_PASSWORD", "RABBITMQ_HOST", "DISPATCHD_TOKEN"):
         monkeypatch.setenv(name, name.lower())
-    try:
-        cfg = validation.load(compose_config)
-    except ConfigError as exc:
-        # Until the database dispatcher takes postgresql:// URLs (issue 14, point 1).
-        assert [p.loc for p in exc.problems] == [("dispatchers", "database", "url")], exc
-    else:
-        assert cfg.spool.path.startswith(SPOOL_DIR + "/")
+    cfg = validation.load(compose_config)
+    assert cfg.spool.path.startswith(SPOOL_DIR + "/")
+    assert cfg.dispatch.enabled == ("database", "message")
+    checked = subprocess.run([str(BIN / "dispatchd"), "check-config", "-c", str(compose_config)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     raw = tomllib.loads(compose_config.read_text())
     assert raw["dispatchers"]["database"]["url"].startswith("postgresql://")
     assert "server" not in raw or "instance" not in raw["server"]  # each its host name
@@ -175,7 +173,6 @@ def test_the_deployment_config_is_one_valid_file(monkeypatch):
     assert referenced <= {e["name"] for e in container["env"]} | secret
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 def test_haproxy_accepts_its_config():
-    result = run("haproxy", "-c", "-f", DEPLOY / "haproxy.cfg")
+    result = run(require_haproxy(), "-c", "-f", DEPLOY / "haproxy.cfg")
     assert result.returncode == 0, result.stdout + result.stderr
