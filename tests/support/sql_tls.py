@@ -34,6 +34,7 @@ from .sql import HOST, PORTS
 CLIENT_CN = "dispatchd-client"
 # Short: PostgreSQL's pg_stat_ssl cuts a client's DN at 63 bytes.
 CLIENT_DN = f"/O=dispatchd/OU=tests/CN={CLIENT_CN}"
+PG_TLS_PREFIX = "dispatchd-pg-tls-"  # the temp dir of the server's certificate and key
 PG_TLS_SETTINGS = ("ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl")
 SERVER_WAIT = 20.0  # seconds for a server to take TLS connections
 
@@ -149,20 +150,25 @@ def postgresql_tls() -> Iterator[Pki]:
     rows = asyncio.run(_pg_admin(
         "SELECT name, setting, sourcefile FROM pg_settings WHERE name = ANY('{"
         + ",".join(PG_TLS_SETTINGS) + "}')"))[0]
-    before: dict[str, str | None] = {
-        name: setting if (sourcefile or "").endswith("postgresql.auto.conf") else None
-        for name, setting, sourcefile in rows}
-    if any(name == "ssl" and setting == "on" for name, setting, _ in rows):
-        pytest.fail("PostgreSQL already has TLS on: these tests switch it on with their own CA "
-                    "and would turn it off afterwards", pytrace=False)
-    directory = Path(tempfile.mkdtemp(prefix="dispatchd-pg-tls-"))
+    settings = {name: setting for name, setting, _ in rows}
+    if PG_TLS_PREFIX in settings["ssl_cert_file"]:
+        # A run killed before its teardown left its settings: reset them (its files may be gone,
+        # and a server restarted with ssl on and no key would not start).
+        before: dict[str, str | None] = dict.fromkeys(PG_TLS_SETTINGS)
+    else:
+        before = {name: setting if (sourcefile or "").endswith("postgresql.auto.conf") else None
+                  for name, setting, sourcefile in rows}
+        if settings["ssl"] == "on":
+            pytest.fail("PostgreSQL already has TLS on: these tests switch it on with their own "
+                        "CA and would turn it off afterwards", pytrace=False)
+    directory = Path(tempfile.mkdtemp(prefix=PG_TLS_PREFIX))
     try:
         pki = Pki.write(directory, owner="postgres")
-        asyncio.run(_pg_alter({"ssl_cert_file": str(pki.server_cert),
-                               "ssl_key_file": str(pki.server_key),
-                               "ssl_ca_file": str(pki.ca),  # verifies a client's certificate
-                               "ssl": "on"}))
         try:
+            asyncio.run(_pg_alter({"ssl_cert_file": str(pki.server_cert),
+                                   "ssl_key_file": str(pki.server_key),
+                                   "ssl_ca_file": str(pki.ca),  # verifies a client's certificate
+                                   "ssl": "on"}))
             asyncio.run(_pg_wait(pki, tls=True))
             yield pki
         finally:
