@@ -1,8 +1,9 @@
-"""The database dispatcher over real TLS: this machine's PostgreSQL switched to TLS for the module,
-and a private MariaDB started with TLS. Each server is checked the same way: a batch stored with
-every connection encrypted, a server certificate from another CA refused as ``Unavailable`` with
-a clear, password-free reason, ``ssl_verify = false`` connecting anyway, and a client certificate.
-Both need root (CI runs as root: with CI=true they never skip).
+"""The database dispatcher over real TLS: a private PostgreSQL and a private MariaDB, each started
+with TLS for the module (this machine's shared servers are left alone). Each server is checked
+the same way: a batch stored with every connection encrypted, a server certificate from another
+CA refused as ``Unavailable`` with a clear, password-free reason, ``ssl_verify = false``
+connecting anyway, and a client certificate. Both need root, to run the servers (CI runs as
+root: with CI=true they never skip).
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ from dispatchd.dispatchers.event_table import EVENT
 from dispatchd.models import Record
 
 from .support.records import record
-from .support.sql import HOST, ServerDb, fresh_database, require_server, user_with_password
-from .support.sql_tls import CLIENT_DN, Pki, PrivateMariadb, postgresql_tls, private_mariadb_tls
+from .support.sql import HOST, ServerDb, fresh_database, user_with_password
+from .support.sql_tls import (
+    CLIENT_DN,
+    Pki,
+    PrivateMariadb,
+    PrivatePostgres,
+    private_mariadb_tls,
+    private_postgresql_tls,
+)
 
 SECRET = "tls-S3cret/pw@x"
 VERIFY_FAILED = "certificate verify failed"
@@ -77,19 +85,23 @@ async def test_a_tls_file_that_cannot_be_loaded_fails_the_start_naming_the_optio
                         ssl_ca_file=str(tmp_path / "garbage.pem")).ssl_context()
 
 
-# -- PostgreSQL ---------------------------------------------------------------------------------
+# -- PostgreSQL: a private server with TLS ------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def pg_tls():
-    require_server("postgresql")
-    with postgresql_tls() as pki:
-        yield pki
+def postgres():
+    with private_postgresql_tls() as server:
+        yield server
 
 
 @pytest.fixture
-async def pg_db(pg_tls):
-    async with fresh_database("postgresql") as db:
+def pg_tls(postgres: PrivatePostgres):
+    return postgres.pki
+
+
+@pytest.fixture
+async def pg_db(postgres: PrivatePostgres):
+    async with fresh_database("postgresql", port=postgres.port) as db:
         yield db
 
 
@@ -119,7 +131,8 @@ async def test_postgresql_with_a_server_certificate_of_another_ca_is_unavailable
         assert VERIFY_FAILED in caplog.text and SECRET not in caplog.text
         with pytest.raises(Unavailable) as info:
             await backend.dump_batch(records(1))
-        assert_refused_clearly(info.value, f"postgresql://{user}@{HOST}:5432/{pg_db.name}")
+        assert_refused_clearly(info.value,
+                               f"postgresql://{user}@{HOST}:{pg_db.port}/{pg_db.name}")
         assert backend.report()["connected"] is False
         assert await pg_connections(pg_db) == []
 

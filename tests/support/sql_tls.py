@@ -1,10 +1,8 @@
-"""TLS on the SQL servers for tests: certificates from a private CA, this machine's PostgreSQL
-switched to TLS for a while, and a private MariaDB started with TLS.
+"""TLS on the SQL servers for tests: certificates from a private CA, and a private PostgreSQL
+and a private MariaDB started with TLS in temp dirs (this machine's shared servers stay as they are).
 
-Both need root (to hand PostgreSQL its key as the ``postgres`` user, and to run ``mariadbd``);
-CI runs as root, so there they never skip. PostgreSQL's TLS is switched on with ``ALTER SYSTEM``
-and a reload, and switched back the same way afterwards: another process's test that counts on
-the server having no TLS should not run against it at the same moment.
+Both need root (to run ``initdb``/``postgres`` as the ``postgres`` user, and ``mariadbd``);
+CI runs as root, so there they never skip.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import tempfile
@@ -20,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncmy
 import asyncpg
@@ -29,24 +28,25 @@ import trustme
 from asyncmy.errors import OperationalError
 
 from .daemon import free_port
-from .sql import HOST, PORTS
+from .sql import HOST
 
 CLIENT_CN = "dispatchd-client"
 # Short: PostgreSQL's pg_stat_ssl cuts a client's DN at 63 bytes.
 CLIENT_DN = f"/O=dispatchd/OU=tests/CN={CLIENT_CN}"
-PG_TLS_PREFIX = "dispatchd-pg-tls-"  # the temp dir of the server's certificate and key
-PG_TLS_SETTINGS = ("ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl")
 SERVER_WAIT = 20.0  # seconds for a server to take TLS connections
 
 
-def require_root(what: str) -> None:
-    """Skip unless root on a developer machine; in CI (run as root) fail instead."""
-    if os.geteuid() == 0:
-        return
-    message = f"{what} needs root (CI runs as root)"
+def _missing(message: str) -> NoReturn:
+    """Skip on a developer machine; in CI fail instead."""
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_root(what: str) -> None:
+    """Skip unless root (to run the servers as their own users); in CI (run as root) fail."""
+    if os.geteuid() != 0:
+        _missing(f"{what} needs root (CI runs as root)")
 
 
 @dataclass(frozen=True)
@@ -94,87 +94,115 @@ class Pki:
         return context
 
 
-# -- PostgreSQL: this machine's server, with TLS for a while ------------------------------------
+# -- PostgreSQL: a private server with TLS -------------------------------------------------------
 
 
-async def _pg_admin(*statements: str) -> list[Any]:
-    conn = await asyncpg.connect(host=HOST, port=PORTS["postgresql"], user="postgres",
-                                 database="postgres")
-    try:
-        return [await conn.fetch(statement) for statement in statements]
-    finally:
-        await conn.close()
+@dataclass
+class PrivatePostgres:
+    """A ``postgres`` of the test's own on 127.0.0.1:``port``: TCP only with TLS, trust auth."""
+
+    directory: Path
+    port: int
+    pki: Pki
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    async def admin(self, *statements: str) -> None:
+        """Run ``statements`` as ``postgres`` over the Unix socket, outside any test database."""
+        conn = await asyncpg.connect(host=str(self.directory), port=self.port, user="postgres",
+                                     database="postgres", timeout=5)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
 
 
-async def _pg_tls_works(pki: Pki) -> bool:
-    try:
-        conn = await asyncpg.connect(host=HOST, port=PORTS["postgresql"], user="postgres",
-                                     database="postgres", ssl=pki.client_context(), timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        return False
-    try:
-        return bool(await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"))
-    finally:
-        await conn.close()
+def _pg_bin() -> Path | None:
+    """The newest PostgreSQL's bin directory (Debian keeps them out of PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                   key=lambda path: int(path.parent.parent.name) if path.parent.parent.name.isdigit()
+                   else 0)
+    return found[-1].parent if found else None
 
 
-async def _pg_wait(pki: Pki, tls: bool) -> None:
+def _as_postgres(directory: Path) -> dict[str, Any]:
+    """Popen/run arguments running a program as the ``postgres`` OS user: initdb and postgres
+    refuse root."""
+    return {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": directory,
+            "env": {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}}
+
+
+# Only TLS over TCP (a plain connection finds no line); the Unix socket is the tests' admin way in.
+# With ssl_ca_file set the server asks for a client certificate, checks one that comes and shows
+# its subject in pg_stat_ssl; trust lets the connections without one in too.
+PG_HBA = "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
+
+
+def _start_postgres(server: PrivatePostgres, bin_dir: Path) -> subprocess.Popen[bytes]:
+    pki, run_as = server.pki, _as_postgres(server.directory)
+    subprocess.run(
+        [str(bin_dir / "initdb"), "-D", str(server.data), "-U", "postgres", "-A", "trust",
+         "-E", "UTF8", "--no-sync", "--no-instructions"],
+        check=True, capture_output=True, timeout=60, **run_as)
+    hba = server.data / "pg_hba.conf"
+    hba.write_text(PG_HBA)
+    shutil.chown(hba, "postgres", "postgres")
+    log = (server.directory / "postgres.log").open("wb")
+    with log:
+        return subprocess.Popen(
+            [str(bin_dir / "postgres"), "-D", str(server.data), "-p", str(server.port),
+             "-k", str(server.directory), "-c", f"listen_addresses={HOST}",
+             "-c", "ssl=on", "-c", f"ssl_cert_file={pki.server_cert}",
+             "-c", f"ssl_key_file={pki.server_key}", "-c", f"ssl_ca_file={pki.ca}",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+            stdout=log, stderr=subprocess.STDOUT, **run_as)
+
+
+async def _wait_postgres(server: PrivatePostgres, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + SERVER_WAIT
-    while await _pg_tls_works(pki) != tls:
-        if time.monotonic() > deadline:
-            state = "take" if tls else "stop taking"
-            raise RuntimeError(f"PostgreSQL did not {state} TLS connections in {SERVER_WAIT} s "
-                               "(see its log: the certificate files may be unreadable)")
-        await asyncio.sleep(0.2)
+    while True:
+        try:
+            await server.admin("SELECT 1")
+            return
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            log = server.directory / "postgres.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"the private postgres did not start in {SERVER_WAIT} s:\n{tail}")
+        await asyncio.sleep(0.1)
 
 
-async def _pg_alter(values: dict[str, str | None]) -> None:
-    """``ALTER SYSTEM SET`` (or ``RESET`` for None) each setting, then reload the server."""
-    statements = []
-    for name, value in values.items():
-        if value is None:
-            statements.append(f"ALTER SYSTEM RESET {name}")
-        else:
-            quoted = value.replace("'", "''")
-            statements.append(f"ALTER SYSTEM SET {name} = '{quoted}'")
-    await _pg_admin(*statements, "SELECT pg_reload_conf()")
+def _stop(process: subprocess.Popen[bytes], how: signal.Signals) -> None:
+    process.send_signal(how)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextlib.contextmanager
-def postgresql_tls() -> Iterator[Pki]:
-    """This machine's PostgreSQL with TLS on (a certificate of a test CA), as it was afterwards.
-
-    Settings that an earlier ``ALTER SYSTEM`` had made are put back, the rest reset.
-    """
-    require_root("switching PostgreSQL to TLS")
-    rows = asyncio.run(_pg_admin(
-        "SELECT name, setting, sourcefile FROM pg_settings WHERE name = ANY('{"
-        + ",".join(PG_TLS_SETTINGS) + "}')"))[0]
-    settings = {name: setting for name, setting, _ in rows}
-    if PG_TLS_PREFIX in settings["ssl_cert_file"]:
-        # A run killed before its teardown left its settings: reset them (its files may be gone,
-        # and a server restarted with ssl on and no key would not start).
-        before: dict[str, str | None] = dict.fromkeys(PG_TLS_SETTINGS)
-    else:
-        before = {name: setting if (sourcefile or "").endswith("postgresql.auto.conf") else None
-                  for name, setting, sourcefile in rows}
-        if settings["ssl"] == "on":
-            pytest.fail("PostgreSQL already has TLS on: these tests switch it on with their own "
-                        "CA and would turn it off afterwards", pytrace=False)
-    directory = Path(tempfile.mkdtemp(prefix=PG_TLS_PREFIX))
+def private_postgresql_tls() -> Iterator[PrivatePostgres]:
+    """A fresh ``postgres`` with TLS (a certificate of a test CA), stopped and removed after."""
+    require_root("a private PostgreSQL server")
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        _missing("postgres is not installed (Debian package postgresql)")
+    directory = Path(tempfile.mkdtemp(prefix="dispatchd-pg-tls-"))
+    process: subprocess.Popen[bytes] | None = None
     try:
-        pki = Pki.write(directory, owner="postgres")
-        try:
-            asyncio.run(_pg_alter({"ssl_cert_file": str(pki.server_cert),
-                                   "ssl_key_file": str(pki.server_key),
-                                   "ssl_ca_file": str(pki.ca),  # verifies a client's certificate
-                                   "ssl": "on"}))
-            asyncio.run(_pg_wait(pki, tls=True))
-            yield pki
-        finally:
-            asyncio.run(_pg_alter(before))
-            asyncio.run(_pg_wait(pki, tls=False))
+        pki = Pki.write(directory, owner="postgres")  # the directory too: initdb and the socket
+        server = PrivatePostgres(directory, free_port(), pki)
+        process = _start_postgres(server, bin_dir)
+        asyncio.run(_wait_postgres(server, process))
+        yield server
     finally:
+        if process is not None:
+            _stop(process, signal.SIGINT)  # PostgreSQL's fast shutdown (SIGTERM waits for clients)
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -247,10 +275,7 @@ def private_mariadb_tls() -> Iterator[PrivateMariadb]:
     require_root("a private MariaDB server")
     for program in ("mariadb-install-db", "mariadbd"):
         if _program(program) is None:
-            message = f"{program} is not installed (Debian package mariadb-server)"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+            _missing(f"{program} is not installed (Debian package mariadb-server)")
     directory = Path(tempfile.mkdtemp(prefix="dispatchd-mariadb-tls-"))
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -261,10 +286,5 @@ def private_mariadb_tls() -> Iterator[PrivateMariadb]:
         yield server
     finally:
         if process is not None:
-            process.terminate()  # SIGTERM: mariadbd shuts down cleanly
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop(process, signal.SIGTERM)  # mariadbd shuts down cleanly
         shutil.rmtree(directory, ignore_errors=True)
