@@ -1,8 +1,9 @@
 """PostgreSQL and MariaDB test helpers: a fresh database per test, dropped afterwards.
 
 The servers are this machine's (``.ci/run`` starts them): PostgreSQL with trust auth on
-127.0.0.1:5432, MariaDB with a passwordless root on 127.0.0.1:3306. Anything else a test needs
-on the server (a user with a password) it creates here and drops again.
+127.0.0.1:5432, MariaDB with a passwordless root on 127.0.0.1:3306; a test with a server of its
+own passes that server's port. Anything else a test needs on the server (a user with a
+password) it creates here and drops again.
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ class ServerDb:
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Rows of ``sql`` (``$1`` parameters on PostgreSQL, ``%s`` on MariaDB), own connection."""
         if self.dialect == "postgresql":
-            conn = await asyncpg.connect(host=HOST, port=PORTS["postgresql"], user="postgres",
+            conn = await asyncpg.connect(host=HOST, port=self.port, user="postgres",
                                          database=self.name)
             try:
                 return [tuple(row) for row in await conn.fetch(sql, *params)]
             finally:
                 await conn.close()
-        my = await asyncmy.connect(host=HOST, port=PORTS["mysql"], user="root", db=self.name,
+        my = await asyncmy.connect(host=HOST, port=self.port, user="root", db=self.name,
                                    autocommit=True)
         try:
             async with my.cursor() as cur:
@@ -65,10 +66,12 @@ class ServerDb:
             await self.query(statement)
 
 
-async def admin(dialect: str, *statements: str) -> None:
-    """Run ``statements`` on the server as its administrator, outside any test database."""
+async def admin(dialect: str, *statements: str, port: int | None = None) -> None:
+    """Run ``statements`` on the server (this machine's, or the one on ``port``) as its
+    administrator, outside any test database."""
+    port = port or PORTS[dialect]
     if dialect == "postgresql":
-        conn = await asyncpg.connect(host=HOST, port=PORTS[dialect], user="postgres",
+        conn = await asyncpg.connect(host=HOST, port=port, user="postgres",
                                      database="postgres")
         try:
             for statement in statements:
@@ -76,7 +79,7 @@ async def admin(dialect: str, *statements: str) -> None:
         finally:
             await conn.close()
         return
-    my = await asyncmy.connect(host=HOST, port=PORTS[dialect], user="root", autocommit=True)
+    my = await asyncmy.connect(host=HOST, port=port, user="root", autocommit=True)
     try:
         async with my.cursor() as cur:
             for statement in statements:
@@ -90,18 +93,20 @@ def require_server(dialect: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def fresh_database(dialect: str) -> AsyncIterator[ServerDb]:
-    """A new, empty database on ``dialect``'s server, dropped (connections and all) afterwards."""
-    require_server(dialect)
-    db = ServerDb(dialect, f"dispatchd_test_{uuid.uuid4().hex[:12]}")
-    await admin(dialect, f"CREATE DATABASE {db.name}")
+async def fresh_database(dialect: str, port: int | None = None) -> AsyncIterator[ServerDb]:
+    """A new, empty database on ``dialect``'s server (this machine's, or a test's own on
+    ``port``), dropped (connections and all) afterwards."""
+    if port is None:
+        require_server(dialect)
+    db = ServerDb(dialect, f"dispatchd_test_{uuid.uuid4().hex[:12]}", port=port or 0)
+    await admin(dialect, f"CREATE DATABASE {db.name}", port=db.port)
     try:
         yield db
     finally:
         if dialect == "postgresql":
-            await admin(dialect, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
+            await admin(dialect, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)", port=db.port)
         else:
-            await admin(dialect, f"DROP DATABASE IF EXISTS {db.name}")
+            await admin(dialect, f"DROP DATABASE IF EXISTS {db.name}", port=db.port)
 
 
 @contextlib.asynccontextmanager
@@ -110,19 +115,19 @@ async def user_with_password(db: ServerDb, password: str) -> AsyncIterator[str]:
     user = f"dsp_{uuid.uuid4().hex[:10]}"
     if db.dialect == "postgresql":
         await admin(db.dialect, f"CREATE ROLE {user} LOGIN PASSWORD '{password}'",
-                    f"GRANT ALL ON DATABASE {db.name} TO {user}")
+                    f"GRANT ALL ON DATABASE {db.name} TO {user}", port=db.port)
         await db.execute(f"GRANT ALL ON SCHEMA public TO {user}")
     else:
         await admin(db.dialect, f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
                     f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'",
                     f"GRANT ALL ON {db.name}.* TO '{user}'@'%'",
-                    f"GRANT ALL ON {db.name}.* TO '{user}'@'localhost'")
+                    f"GRANT ALL ON {db.name}.* TO '{user}'@'localhost'", port=db.port)
     try:
         yield user
     finally:
         if db.dialect == "postgresql":
             await admin(db.dialect, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)",
-                        f"DROP ROLE IF EXISTS {user}")
+                        f"DROP ROLE IF EXISTS {user}", port=db.port)
         else:
             await admin(db.dialect, f"DROP USER IF EXISTS '{user}'@'%'",
-                        f"DROP USER IF EXISTS '{user}'@'localhost'")
+                        f"DROP USER IF EXISTS '{user}'@'localhost'", port=db.port)

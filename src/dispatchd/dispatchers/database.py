@@ -9,7 +9,7 @@ their own. Built on what any plugin may use: the ``dispatchd`` package's exports
 
 from __future__ import annotations
 
-import ssl as tls
+import ssl as tls  # the options have a field named ssl
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +26,7 @@ from .store import Reported, Store
 from .store_server import ServerStore, Settings
 from .store_sqlite import SQLITE, UPSERT, SqliteStore, row_of
 from .store_url import StoreUrl
+from .tls import client_context
 
 __all__ = ["SQLITE", "UPSERT", "DatabaseDispatcher", "DatabaseOptions", "row_of"]
 
@@ -88,15 +89,11 @@ class DatabaseOptions(BaseModel):
         return self.store_url.sqlite_path
 
     def ssl_context(self) -> tls.SSLContext | None:
+        """The client context; ``ValueError`` naming the option whose file cannot be loaded."""
         if not self.ssl:
             return None
-        context = tls.create_default_context(cafile=self.ssl_ca_file)
-        if self.ssl_cert_file:
-            context.load_cert_chain(self.ssl_cert_file, self.ssl_key_file)
-        if not self.ssl_verify:
-            context.check_hostname = False
-            context.verify_mode = tls.CERT_NONE
-        return context
+        return client_context(self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file,
+                              self.ssl_verify)
 
     def settings(self) -> Settings:
         return Settings(self.pool_size, self.read_pool_size, self.connect_timeout,

@@ -36,6 +36,7 @@ from dispatchd import Action, EventBackend, Record, Unavailable, level_name
 
 from . import notifications
 from .confirms import Confirms, Outgoing, Window, describe
+from .tls import client_context
 
 Properties = Basic.Properties
 PERSISTENT = 2  # delivery mode: the broker writes the message to disk
@@ -139,13 +140,8 @@ class MessageOptions(BaseModel):
     def ssl_context(self) -> ssl.SSLContext | None:
         if URL(self.url).scheme != "amqps":
             return None
-        context = ssl.create_default_context(cafile=self.ssl_ca_file)
-        if self.ssl_cert_file:
-            context.load_cert_chain(self.ssl_cert_file, self.ssl_key_file)
-        if not self.ssl_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return client_context(self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file,
+                              self.ssl_verify)
 
 
 class MessageDispatcher(EventBackend[MessageOptions]):

@@ -27,6 +27,7 @@ from dispatchd import Record, Unavailable
 from .event_table import row_encoder
 from .store import Query, Reported, Row, compile_query
 from .store_url import StoreUrl
+from .tls import handshake_failure
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,8 @@ class ServerStore(ABC, Generic[PoolT, ConnT]):
     def _unavailable(self, what: str, exc: BaseException) -> Unavailable:
         if isinstance(exc, TimeoutError):
             detail = "no answer in time"
+        elif tls_failure := handshake_failure(exc):
+            detail = tls_failure
         else:
             detail = f"{type(exc).__name__}: {str(exc) or repr(exc)}"
         self._outages += 1
