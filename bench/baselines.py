@@ -2,6 +2,8 @@
 
     python bench/baselines.py bare   --port P              # (a) aiohttp answering 202, no parsing
     python bench/baselines.py store  --db F --seconds S    # (b) aiosqlite batch inserts, prints JSON
+    python bench/baselines.py pg-store    --db-url U --seconds S  # (p) asyncpg, the store's upsert
+    python bench/baselines.py mysql-store --db-url U --seconds S  # (m) asyncmy, the store's upsert
     python bench/baselines.py senlin --port P --db F       # (c) Senlin's per-event ORM insert+commit
     python bench/baselines.py amqp   --url U --events N    # raw aio-pika publishing with confirms
 
@@ -10,6 +12,9 @@ compares the two on the same event loop.
 
 (b) and (c) write the ``event`` table of dispatchd's ``database`` dispatcher with its own pragmas
 (WAL, synchronous NORMAL, the spool's default), so they differ from dispatchd only in the pattern.
+``pg-store`` and ``mysql-store`` are the ceilings of the PostgreSQL and MariaDB stores: the same
+rows, through the same driver, with the very statement each store sends (its ``UPSERT``), into
+the same table and indexes, and nothing else.
 """
 
 from __future__ import annotations
@@ -111,6 +116,59 @@ async def store_ceiling(path: Path, seconds: float, batch: int) -> dict[str, flo
     return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed}
 
 
+async def server_store_ceiling(url: str, seconds: float, batch: int) -> dict[str, float]:
+    """Rows/s of ``batch``-row upserts, one transaction each, on a PostgreSQL or MySQL database,
+    as the ``database`` dispatcher's store writes them; and this process's CPU per row."""
+    from dispatchd.dispatchers import store_url
+    from dispatchd.dispatchers.event_table import row_encoder
+
+    where = store_url.parse(url)
+    postgres = where.dialect == "postgresql"
+    if postgres:
+        import asyncpg
+
+        from dispatchd.dispatchers.store_postgres import DIALECT, UPSERT
+    else:
+        import asyncmy
+
+        from dispatchd.dispatchers.store_mysql import DIALECT, UPSERT  # type: ignore[assignment]
+    row = row_encoder(DIALECT)
+    template = [row(RECORD.validate_python(sample(i))) for i in range(batch)]
+    conn: Any
+    if postgres:
+        conn = await asyncpg.connect(host=where.host, port=where.port, user=where.username,
+                                     database=where.database)
+    else:
+        conn = await asyncmy.connect(host=where.host, port=where.port, user=where.username,
+                                     db=where.database, charset=where.charset, autocommit=False)
+    try:
+        for statement in ddl(DIALECT):
+            if postgres:
+                await conn.execute(statement)
+            else:
+                async with conn.cursor() as cur:
+                    await cur.execute(statement)
+        rows, started, cpu = 0, time.perf_counter(), time.process_time()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            # Fresh ids of the kind dispatchd gives records that come without one.
+            fresh = [(new_id(), *values[1:]) for values in template]
+            if postgres:  # PostgresStore._write: a column per array, one statement
+                await conn.execute(UPSERT, *[list(c) for c in zip(*fresh, strict=True)])
+            else:  # MysqlStore._write: multi-row statements, then the commit
+                async with conn.cursor() as cur:
+                    await cur.executemany(UPSERT, fresh)
+                await conn.commit()
+            rows += len(fresh)
+        cpu = time.process_time() - cpu
+    finally:
+        if postgres:
+            await conn.close()
+        else:
+            conn.close()
+    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed,
+            "cpu_us_per_row": cpu / rows * 1e6}
+
+
 # -- (c) Senlin's pattern ---------------------------------------------------------------------
 
 
@@ -175,12 +233,14 @@ async def amqp_ceiling(url: str, events: int, per_confirm: int) -> dict[str, flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["bare", "store", "senlin", "amqp"])
+    parser.add_argument("what", choices=["bare", "store", "pg-store", "mysql-store", "senlin",
+                                         "amqp"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--db", type=Path, default=Path("bench-events.db"))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--db-url", help="pg-store, mysql-store: the database (its table is made)")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args(argv)
@@ -190,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         serve_senlin(args.port, args.db, args.loop)
     elif args.what == "store":
         print(json.dumps(asyncio.run(store_ceiling(args.db, args.seconds, args.batch))))
+    elif args.what in ("pg-store", "mysql-store"):
+        result = asyncio.run(server_store_ceiling(args.db_url, args.seconds, args.batch))
+        print(json.dumps(result))
     else:
         with asyncio.Runner(loop_factory=lambda: new_loop(args.loop)) as runner:
             print(json.dumps(runner.run(amqp_ceiling(args.url, args.events, args.batch))))

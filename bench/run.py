@@ -1,12 +1,14 @@
 """``make bench``: dispatchd against its raw ceilings, in one run, reported as ratios.
 
-    python bench/run.py [--seconds 10] [--reps 3] [--only a,b,c,s,d,u,e] [--baseline-commit REV]
+    python bench/run.py [--seconds 10] [--reps 3] [--only a,b,c,s,d,u,e,p,m,q] [--baseline-commit REV]
                         [--out bench/results/latest.md]
 
 Servers run on core 0 and the load generator (wrk, or bench/loadgen.py for fixed-rate runs) on
 core 1. Every figure is the median of ``--reps`` runs; every target is a ratio between figures of
 this same run, because this machine is shared and its absolute speed drifts. With (d), the (d)
-rows that are cheap to repeat run again against ``--baseline-commit``'s sources. See
+rows that are cheap to repeat run again against ``--baseline-commit``'s sources. (p) and (m) are
+the ``database`` dispatcher on this machine's PostgreSQL and MariaDB, each against its store's
+bare upserts; (q), only when asked for, is bench/query.py on the three stores. See
 docs/performance.md for what each run means and for the options.
 """
 
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
+import sqlserver
 from baselines import sample
 from common import (
     DISPATCHD,
@@ -61,7 +64,11 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 BENCH_QUEUE = "dispatchd.bench"
 STAGES = ROOT / "bench" / "stages.py"
 CONSUMER = ROOT / "bench" / "consumer.py"
-ROWS = "abcsdue"
+ROWS = "abcsduepm"  # the default run
+OPTIONAL_ROWS = "q"  # only with --only: minutes of filling 1M-row tables
+SQL_SERVERS = {"p": "postgresql", "m": "mysql"}
+QUERY = ROOT / "bench" / "query.py"
+QUERY_P99_MS = 20.0  # issue 14: a filtered first page on 1M rows
 # The commit before issue 13's work: its (d) rows run again in the same session, for the ratios.
 BASELINE_COMMIT = "eb3d506"
 RAW_MESSAGES = 20_000  # published by raw aio-pika, and drained by the message dispatcher
@@ -213,7 +220,8 @@ def server(argv: list[str], url: str, log: Path,
             proc.wait()
 
 
-def dispatchd_config(tmp: Path, port: int, enabled: list[str], loop: str) -> Path:
+def dispatchd_config(tmp: Path, port: int, enabled: list[str], loop: str,
+                     database_url: str | None = None) -> Path:
     """Defaults everywhere but the port, the paths and the loop: what ``make run`` gives.
 
     The config has a directory of its own, as in the repository (config/ apart from var/): the
@@ -230,7 +238,7 @@ path = "{tmp}/spool.db"
 [dispatch]
 enabled = {json.dumps(enabled)}
 [dispatchers.database]
-url = "sqlite:///{tmp}/events.db"
+url = "{database_url or f'sqlite:///{tmp}/events.db'}"
 [dispatchers.message]
 url = "{AMQP_URL}"
 """)
@@ -239,14 +247,17 @@ url = "{AMQP_URL}"
 
 @contextlib.contextmanager
 def dispatchd(enabled: list[str], loop: str = LOOP, stage: str | None = None,
-              subject: Subject = NOW) -> Iterator[tuple[str, Path, int]]:
+              subject: Subject = NOW,
+              database_url: str | None = None) -> Iterator[tuple[str, Path, int]]:
     """A fresh ``dispatchd serve`` on a temp dir: (url, data dir, pid); with ``stage``, its
-    ingest cut short by bench/stages.py. Its log is the data dir's daemon.log."""
+    ingest cut short by bench/stages.py; ``database_url`` instead of a SQLite file in the temp
+    dir. Its log is the data dir's daemon.log."""
     with tempfile.TemporaryDirectory(prefix="dispatchd-bench-") as name:
         tmp, port = Path(name), free_port()
         url = f"http://127.0.0.1:{port}"
         command = [str(DISPATCHD)] if stage is None else [PYTHON, str(STAGES), stage]
-        argv = [*command, "serve", "-c", str(dispatchd_config(tmp, port, enabled, loop))]
+        config = dispatchd_config(tmp, port, enabled, loop, database_url)
+        argv = [*command, "serve", "-c", str(config)]
         with server(argv, url, tmp / "daemon.log", subject.env) as proc:
             yield url, tmp, proc.pid
 
@@ -318,6 +329,7 @@ BARE = {"a": "(a) bare aiohttp, 202 unparsed", "au": f"(a) bare aiohttp, on {OTH
 LABELS = {
     "d": "(d) dispatchd, database", "du": f"(d) dispatchd, database, on {OTHER_LOOP}",
     "e": "(e) dispatchd, database + message",
+    "p": "(p) dispatchd, database on PostgreSQL", "m": "(m) dispatchd, database on MariaDB",
 }
 
 
@@ -357,6 +369,68 @@ def run_dispatchd(figures: dict[str, Figure], load: dict[str, tuple[Path, int]],
                 raw_amqp(figures)
 
 
+def run_sql_server(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], args: Any,
+                   key: str) -> None:
+    """(p)/(m): the ``database`` dispatcher on a fresh PostgreSQL/MariaDB database against the
+    store's ceiling: the same rows upserted bare with the store's own statement
+    (bench/baselines.py), on the same core. 100-record batches at the maximum (wrk) once, for
+    the capacity the sustained search starts from, then that search, as (d)'s."""
+    dialect = SQL_SERVERS[key]
+    label = sqlserver.LABELS[dialect]
+    body, per = load["batch"]
+    ceiling = figures.setdefault(f"{key}-ceiling", Figure(
+        f"({key}) {label}: the store's bare upserts", f"{BATCH} rows/statement"))
+    which = "pg-store" if dialect == "postgresql" else "mysql-store"
+    for _ in range(args.reps):
+        with sqlserver.fresh_database(dialect) as db:
+            argv = [PYTHON, str(ROOT / "bench" / "baselines.py"), which, "--db-url", db,
+                    "--seconds", f"{args.seconds:g}", "--batch", str(BATCH)]
+            server = sqlserver.ServerCpu(dialect)
+            out = subprocess.run(pinned(SERVER_CORE, argv), capture_output=True, text=True,
+                                 check=True)
+            result = json.loads(out.stdout)
+            ceiling.events_per_s.append(result["rows_per_s"])
+            ceiling.cpu_us.append(result["cpu_us_per_row"])
+            ceiling.add("server_cpu_us", server.us_per_event(result["rows"]))
+    figure = figures.setdefault(f"{key}-batch", Figure(LABELS[key], "batch"))
+    with (sqlserver.fresh_database(dialect) as db,
+          dispatchd(["database"], database_url=db) as (url, _tmp, pid)):
+        before = status(url)
+        meter, server = CpuMeter(pid), sqlserver.ServerCpu(dialect)
+        result = wrk(url, body, args.seconds)
+        seconds = record_wrk(figure, result, per, meter)
+        after = status(url)
+        figure.add("database_per_s",
+                   (after["database"]["delivered"] - before["database"]["delivered"]) / seconds)
+        figure.add("database_backlog", after["database"]["backlog"])
+        accepted = result["requests"] * per
+        drained = wait_drained(url, "database", timeout=300)
+        figure.add("capacity_per_s", accepted / (seconds + drained))
+        figure.add("cpu_us_to_stored", meter.us_per_event(accepted))
+        figure.add("server_cpu_us", server.us_per_event(accepted))
+        figure.rss_mb.append(memory(pid)[1] / MB)
+    run_sustained(figures, load, args, key, server=dialect)
+
+
+def run_queries(figures: dict[str, Figure], args: Any) -> None:
+    """(q): bench/query.py on a fresh 1M-row table of each store; it writes
+    bench/results/query.md, and its first pages' p50/p99 come here."""
+    summary = args.tmp / "query.json"
+    argv = [PYTHON, str(QUERY), "--stores", "sqlite,postgresql,mysql", "--json", str(summary)]
+    # Its progress goes to the terminal; exit 3 says a first page missed the target (the ratios
+    # show which).
+    done = subprocess.run(pinned(SERVER_CORE, argv), check=False)
+    if done.returncode not in (0, 3):
+        raise RuntimeError(f"bench/query.py failed with exit {done.returncode}")
+    for store, times in json.loads(summary.read_text()).items():
+        for name, (p50, p99) in times.items():
+            if "newest 100" in name and "=X" in name:
+                figure = figures.setdefault(f"q-{store}-{name}", Figure(
+                    f"(q) query on {sqlserver.LABELS[store]}, 1M rows", name))
+                figure.p50_ms.append(p50)
+                figure.p99_ms.append(p99)
+
+
 STAGE_LABELS = {
     "read": "(s) dispatchd's app: read the body, answer",
     "validate": "(s) ... + validate and serialise",
@@ -378,17 +452,22 @@ def run_stages(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], ar
 
 
 def run_sustained(figures: dict[str, Figure], load: dict[str, tuple[Path, int]], args: Any,
-                  key: str = "d", loop: str = LOOP, subject: Subject = NOW) -> None:
+                  key: str = "d", loop: str = LOOP, subject: Subject = NOW,
+                  server: str | None = None) -> None:
     """The highest batch rate the database keeps up with, open loop.
 
     Up from 90% of the measured capacity in steps of 15% until the database's backlog at the end
     of a run exceeds 0.2 s of traffic, then two bisections; then ``--reps`` runs at the rate that
     held, stepping down 7% (at most three times) while their median backlog does not hold.
+    ``server``: the database dispatcher on a fresh database of that SQL server in each run.
     """
     body, per = load["batch"]
 
     def run(rate: float) -> Sustained:
-        return sustain(body, per, rate, args.seconds, loop, subject)
+        if server is None:
+            return sustain(body, per, rate, args.seconds, loop, subject)
+        with sqlserver.fresh_database(server) as db:
+            return sustain(body, per, rate, args.seconds, loop, subject, db)
 
     held, failed = 0.0, 0.9 * figures[f"{key}{subject.key}-batch"].get("capacity_per_s")
     while holds([run(failed)], failed):
@@ -440,9 +519,10 @@ def holds(runs: list[Sustained], rate: float) -> bool:
 
 
 def sustain(body: Path, per: int, rate: float, seconds: float, loop: str,
-            subject: Subject = NOW) -> Sustained:
+            subject: Subject = NOW, database_url: str | None = None) -> Sustained:
     """One open-loop run at ``rate`` events/s of ``per``-record requests."""
-    with dispatchd(["database"], loop, subject=subject) as (url, _tmp, pid):
+    with dispatchd(["database"], loop, subject=subject,
+                   database_url=database_url) as (url, _tmp, pid):
         meter = CpuMeter(pid)
         result = fixed_rate(url, body, rate / per, seconds)
         cpu_us, cores = meter.us_per_event(result["ok"] * per), meter.cores()
@@ -723,11 +803,12 @@ QUIET_ZERO = {"refused", "timeouts", "reconnects", "republishes", "log_warnings"
 HIDDEN = {"bound", "offered"}  # kept for the ratios, not notes
 
 
-NAMES = {"cpu_cores": "CPU cores", "cpu_us_to_stored": "CPU µs/event accepted and stored"}
+NAMES = {"cpu_cores": "CPU cores", "cpu_us_to_stored": "CPU µs/event accepted and stored",
+         "server_cpu_us": "database server CPU µs/event"}
 
 
 def note(key: str, value: float) -> str:
-    digits = 2 if key.endswith("_cores") else 1 if key.startswith("cpu_us") else 0
+    digits = 2 if key.endswith("_cores") else 1 if "cpu_us" in key else 0
     return f"{NAMES.get(key, key.replace('_', ' '))} {value:,.{digits}f}"
 
 
@@ -795,6 +876,9 @@ def ratios(figures: dict[str, Figure], baseline: str) -> list[str]:
          get("e-batch", "message_per_s") / get("amqp"), ""),
         ("message during (e) batches at dispatchd's maximum sustained rate against raw aio-pika",
          get("e-batch-sustained", "message_per_s") / get("amqp"), ">= 0.80"),
+        *((f"{key}/ceiling batches on {sqlserver.LABELS[dialect]}: sustained end to end against "
+           "the store's bare upserts", get(f"{key}-batch-sustained") / get(f"{key}-ceiling"),
+           ">= 0.70") for key, dialect in SQL_SERVERS.items()),
     ]
     if baseline:
         rows += [
@@ -812,6 +896,10 @@ def ratios(figures: dict[str, Figure], baseline: str) -> list[str]:
         if key in figures:
             lines.append(f"| lag p99 at half maximum, {figures[key].shape} | "
                          f"{figures[key].get('lag_p99_ms'):.1f} ms | <= 50 ms |")
+    for key, figure in figures.items():
+        if key.startswith("q-"):
+            lines.append(f"| {figure.name}: {figure.shape}, p99 | {figure.get('p99_ms'):.1f} ms | "
+                         f"<= {QUERY_P99_MS:g} ms |")
     if any(key.startswith("e-") for key in figures):
         lines.append("| (e) every run, message: timeouts / reconnects / re-publishes in the daemon "
                      f"log; duplicates on the queue | {total('timeouts')} / {total('reconnects')} / "
@@ -878,9 +966,9 @@ def report(figures: dict[str, Figure], args: Any) -> str:
 def rows(text: str) -> set[str]:
     """``--only``: row letters, with or without commas ("d,e", "de")."""
     letters = set(text.replace(",", "").replace(" ", ""))
-    if not letters or letters - set(ROWS):
+    if not letters or letters - set(ROWS + OPTIONAL_ROWS):
         raise argparse.ArgumentTypeError(
-            f"{text!r}: give one or more of {','.join(ROWS)}")
+            f"{text!r}: give one or more of {','.join(ROWS + OPTIONAL_ROWS)}")
     return letters
 
 
@@ -890,7 +978,9 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", type=rows, default=set(ROWS),
                         help="rows, e.g. 'e' or 'd,e': a,b,c,d,e as in docs/performance.md; u: d "
-                             "on the other event loop; s: the stages of a single-record POST")
+                             "on the other event loop; s: the stages of a single-record POST; "
+                             "p, m: the database dispatcher on PostgreSQL, MariaDB; q (only when "
+                             "asked for): query latency on 1M rows of each store")
     parser.add_argument("--baseline-commit", default=BASELINE_COMMIT,
                         help="with d: run (d)'s maximum and sustained rows again on this commit's "
                              "src/ (default %(default)s, the commit before issue 13); 'none' skips")
@@ -934,6 +1024,9 @@ def main() -> int:
             ("e", lambda: run_dispatchd(figures, load, args, "e", ["database", "message"])),
             ("e", lambda: run_message_sustained(figures, load, args)),
             ("e", lambda: run_message_half(figures, load, args)),
+            ("p", lambda: run_sql_server(figures, load, args, "p")),
+            ("m", lambda: run_sql_server(figures, load, args, "m")),
+            ("q", lambda: run_queries(figures, args)),
         ]
         for key, step in steps:
             if key in only:

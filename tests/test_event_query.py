@@ -1,10 +1,14 @@
-"""The event query: parameters, the selects for each dialect, keyset pages over a real SQLite table
-(the ``database`` dispatcher's read connection), and the indexes SQLite takes on 100k rows."""
+"""The event query: parameters, the selects for each dialect, keyset pages over a real table on
+each store (SQLite, and fresh databases on this machine's PostgreSQL and MariaDB, through the
+``database`` dispatcher's read connections), the same answers from all three, and the indexes
+each database takes on 100k rows."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,10 +21,12 @@ from sqlalchemy.engine import Dialect
 from dispatchd import Record
 from dispatchd.dispatchers.database import DatabaseDispatcher, DatabaseOptions
 from dispatchd.dispatchers.event_table import COLUMNS, ddl
+from dispatchd.dispatchers.store import compile_query
 from dispatchd.errors import AmbiguousEventId, EventNotFound, InvalidQuery, StoreUnavailable
 from dispatchd.event_query import (
     EVENT,
     get_event,
+    id_range,
     list_events,
     page_statement,
     parse_query,
@@ -29,6 +35,7 @@ from dispatchd.event_query import (
 from dispatchd.event_store import EventStore
 
 from .support.records import record
+from .support.sql import ServerDb, fresh_database, insert_rows
 
 DIALECTS = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect(),
             "mysql": mysql.dialect()}
@@ -109,25 +116,50 @@ def test_a_keyset_on_timestamp_is_also_a_plain_range(name):
 
 
 @pytest.mark.parametrize("name", DIALECTS)
-def test_a_short_id_is_a_prefix_match(name):
+def test_a_short_id_is_a_prefix_match_within_a_range_of_the_primary_key(name):
     text = sql(prefix_statement("0123abcd", DIALECTS[name]), DIALECTS[name])
     assert "event.id LIKE " in text and "LIMIT" in text
-    # A range only where the collation is binary: SQLite.
-    assert ("event.id >= " in text) is (name == "sqlite")
+    assert "event.id >= " in text and "event.id < " in text  # what every planner takes
+
+
+@pytest.mark.parametrize(("prefix", "bounds"), [
+    ("0123abcd", ("0123abcd", "0123abce")),
+    ("0123abc9", ("0123abc9", "0123abca")),  # 9 → a, not ':'
+    ("0123abff", ("0123abff", "0123ac")),  # carried
+    ("0123abcd-00", ("0123abcd", "0123abce")),  # only the hex digits: '-' sorts apart in locales
+    ("ffffffff-1", ("ffffffff", "")),  # no upper bound
+    ("-0123abcd", ("", "")),  # matches no uuid; LIKE alone decides
+])
+def test_the_id_range_holds_every_id_with_the_prefix(prefix, bounds):
+    assert id_range(prefix) == bounds
 
 
 # -- against a real table -------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[DatabaseDispatcher]:
-    dispatcher = DatabaseDispatcher("database", DatabaseOptions(url=f"sqlite:///{tmp_path}/ev.db"))
-    await dispatcher.start()
-    assert isinstance(dispatcher, EventStore)
-    try:
+STORES = ("sqlite", "postgresql", "mysql")
+
+
+@contextlib.asynccontextmanager
+async def started_store(kind: str, tmp_path: Path) -> AsyncIterator[DatabaseDispatcher]:
+    """A started ``database`` dispatcher on an empty table: a SQLite file, or a fresh database."""
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path}/ev-{uuid.uuid4().hex[:6]}.db"
+        else:
+            url = (await stack.enter_async_context(fresh_database(kind))).url()
+        dispatcher = DatabaseDispatcher("database", DatabaseOptions(url=url))
+        await dispatcher.start()
+        stack.push_async_callback(dispatcher.close)
+        assert isinstance(dispatcher, EventStore)
         yield dispatcher
-    finally:
-        await dispatcher.close()
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest,
+                tmp_path: Path) -> AsyncIterator[DatabaseDispatcher]:
+    async with started_store(request.param, tmp_path) as dispatcher:
+        yield dispatcher
 
 
 def mixed_records(count: int, seed: int = 1) -> list[Record]:
@@ -209,8 +241,10 @@ async def test_rows_are_shown_as_senlin_shows_them(store):
     body = record(level=40, extra={"k": [1]}, timestamp="2026-12-01T06:00:00.5+00:00")
     await store.dump_batch([Record.model_validate(body)])
     (event,) = await list_events(store, parse_query([]))
+    # Senlin's DATETIME on MySQL has no fraction: MariaDB drops it, as for Senlin's own rows.
+    fraction = "000000" if store.dialect.name == "mysql" else "500000"
     assert event == {
-        "id": event["id"], "timestamp": "2026-12-01T06:00:00.500000Z", "oid": "c-1",
+        "id": event["id"], "timestamp": f"2026-12-01T06:00:00.{fraction}Z", "oid": "c-1",
         "oname": "web", "otype": "CLUSTER", "cluster_id": "c-1", "level": "ERROR",
         "user": "user-1", "project": "project-1", "action": "CLUSTER_SCALE_OUT", "status": "end",
         "status_reason": "Cluster scaled out", "meta_data": {"k": [1]},
@@ -236,6 +270,50 @@ async def test_ids_whole_short_unknown_and_ambiguous(store):
     with pytest.raises(InvalidQuery) as caught:  # a marker must exist
         await list_events(store, parse_query([("marker", "fedcba98")]))
     assert caught.value.field == "marker"
+
+
+# The same questions to every store, the same answers: filters, level names, orders with ties and
+# NULLs, keyset pages, short ids. Timestamps are whole seconds (MySQL's DATETIME keeps no more).
+SAME_QUERIES: list[list[tuple[str, str]]] = [
+    [], [("limit", "1000")], [("level", "error"), ("level", "CRITICAL")], [("level", "20")],
+    [("oid", "o1"), ("oid", "o3")], [("oname", "b"), ("otype", "NODE")], [("cluster_id", "")],
+    [("cluster_id", "c1"), ("sort", "timestamp:asc")], [("action", "CLUSTER_CREATE")],
+    [("since", "2026-12-01T00:00:04Z"), ("until", "2026-12-01T00:00:11Z")],
+    [("project", "project-1"), ("sort", "level:desc,oname"), ("limit", "50")],
+    [("sort", "cluster_id:desc,oname:desc,oid"), ("limit", "1000")],
+    [("sort", "status,action,timestamp:desc"), ("limit", "1000")],
+]
+PAGED_SORTS = ["timestamp:desc", "oname,level:desc", "cluster_id,otype:desc", "oid:desc,timestamp"]
+
+
+async def answers(store: EventStore, ids: list[str]) -> list[Any]:
+    said: list[Any] = [await list_events(store, parse_query(params)) for params in SAME_QUERIES]
+    said += [await every_page(store, [("sort", sort)], limit=9) for sort in PAGED_SORTS]
+    said += [await every_page(store, [("cluster_id", "c1")], limit=4)]
+    for ident in [*ids[:20], *(i[:8] for i in ids[:20]), "01234567", "0123abcd", "0123abcd-1"]:
+        try:
+            said.append(await get_event(store, ident))
+        except (AmbiguousEventId, EventNotFound) as exc:
+            said.append(type(exc).__name__)
+    return said
+
+
+async def test_every_store_gives_the_same_answers(tmp_path):
+    made = mixed_records(400, seed=5)
+    # Ids that share their first 8 characters: an ambiguous prefix, and one that is not.
+    made += [Record.model_validate(record(id=ident, timestamp="2026-12-01T00:00:03Z"))
+             for ident in ("0123abcd-0000-4000-8000-000000000000",
+                           "0123abcd-0000-4000-8000-000000000001",
+                           "01234567-0000-4000-8000-000000000009")]
+    ids = [r.id for r in made]
+    said = {}
+    for kind in STORES:
+        async with started_store(kind, tmp_path) as one:
+            await one.dump_batch(made)
+            said[kind] = await answers(one, ids)
+    assert said["postgresql"] == said["sqlite"]
+    assert said["mysql"] == said["sqlite"]
+    assert "AmbiguousEventId" in said["sqlite"] and "EventNotFound" in said["sqlite"]
 
 
 async def test_a_store_that_is_not_started_is_unavailable(tmp_path):
@@ -287,3 +365,77 @@ def test_the_usual_queries_use_an_index_on_100k_rows(tmp_path):
         "SEARCH event USING INDEX sqlite_autoindex_event_1 (id>? AND id<?)")
     for name, found in plans.items():  # never a sort of every matching row
         assert "USE TEMP B-TREE FOR ORDER BY" not in found, (name, found)
+
+
+def big_table(count: int, start: datetime) -> list[tuple[Any, ...]]:
+    """``count`` rows of 2,000 nodes in 100 clusters, one a second, random uuid-like ids."""
+    rng = random.Random(3)
+    return [(f"{rng.getrandbits(32):08x}-0000-4000-8000-{i:012x}", start + timedelta(seconds=i),
+             f"n{rng.randrange(2000)}", "node", "NODE", f"c{rng.randrange(100)}",
+             rng.choice(["20", "30", "40"]), "u", "p", "NODE_CHECK", "end", "", "{}")
+            for i in range(count)]
+
+
+async def server_plan(db: ServerDb, dialect: Dialect, statement: Any) -> list[str]:
+    """PostgreSQL's plan lines, or MariaDB's row per table as ``type key extra``."""
+    query = compile_query(statement, dialect)
+    if db.dialect == "postgresql":
+        return [str(row[0]) for row in await db.query(f"EXPLAIN (COSTS OFF) {query.sql}",
+                                                      *query.params)]
+    rows = await db.query(f"EXPLAIN {query.sql}", *query.params)
+    # id, select_type, table, type, possible_keys, key, key_len, ref, rows, Extra
+    return [f"{row[3]} {row[5]} {row[9] or ''}" for row in rows]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+async def test_the_usual_queries_use_an_index_on_100k_rows_on_the_servers(kind, tmp_path):
+    start = datetime(2026, 1, 1)
+    rows = big_table(100_000, start)
+    async with fresh_database(kind) as db:
+        backend = DatabaseDispatcher("database", DatabaseOptions(url=db.url()))
+        await backend.start()  # creates the table and dispatchd's indexes
+        try:
+            dialect = backend.dialect
+            await insert_rows(db, "event", COLUMNS, rows)
+            after = {"timestamp": start + timedelta(seconds=50_000), "id": rows[50_000][0]}
+            statements = {
+                "oid": page_statement(parse_query([("oid", "n1")]), dialect),
+                "cluster": page_statement(parse_query([("cluster_id", "c1")]), dialect),
+                "cluster, level": page_statement(
+                    parse_query([("cluster_id", "c1"), ("level", "40")]), dialect),
+                "cluster, page 2": page_statement(parse_query([("cluster_id", "c1")]), dialect,
+                                                  after),
+                "short id": prefix_statement(rows[7][0][:8], dialect),
+            }
+            plans = {name: await server_plan(db, dialect, s) for name, s in statements.items()}
+            found = await get_event(backend, rows[7][0][:8])  # the range finds what LIKE finds
+            assert found["id"] == rows[7][0]
+        finally:
+            await backend.close()
+    index = {"oid": "ix_event_oid_timestamp", "cluster": "ix_event_cluster_id_timestamp",
+             "cluster, level": "ix_event_cluster_id_timestamp",
+             "cluster, page 2": "ix_event_cluster_id_timestamp",
+             "short id": "event_pkey" if kind == "postgresql" else "PRIMARY"}
+    for name, lines in plans.items():
+        text = "\n".join(lines)
+        if kind == "postgresql":
+            assert f" using {index[name]} " in text or f" on {index[name]}\n" in text + "\n", \
+                (name, text)
+            assert "Seq Scan" not in text, (name, text)
+            if name.startswith("cluster"):
+                # An index range in the query's order (newest first, as the index keeps it), and
+                # at most an incremental sort of equal timestamps by id, never a sort of the
+                # cluster's rows.
+                assert f"Index Scan using {index[name]} " in text, (name, text)
+                assert not any(line.strip().removeprefix("->").strip() == "Sort"
+                               for line in lines), (name, text)
+            # A node's few rows (50 here) are found by the index, then sorted: cheaper than
+            # reading the index backwards, says the planner.
+        else:
+            (line,) = lines
+            kind_of_access, key, _extra = line.split(" ", 2)
+            assert key == index[name], (name, line)
+            assert kind_of_access in ("ref", "range"), (name, line)  # never ALL: a full scan
+            # InnoDB's index is (cluster_id, timestamp DESC, id): the query's order exactly,
+            # so no sort ("Using filesort") of the cluster's rows.
+            assert "filesort" not in line, (name, line)

@@ -62,6 +62,7 @@ NOT_NULL = frozenset({"id", "timestamp"})
 SINGLE = ("sort", "limit", "marker", "since", "until")
 LEVEL_NAMES = {number: name for name, number in LEVELS.items() if name != "WARN"}
 ID_CHARS = re.compile(r"[0-9a-f-]+")  # fullmatch: "$" would let a trailing newline in
+HEX = "0123456789abcdef"
 
 SortKey = tuple[str, bool]  # (column, descending)
 
@@ -197,12 +198,27 @@ def id_statement(ident: str) -> Select[Any]:
 def prefix_statement(prefix: str, dialect: Dialect) -> Select[Any]:
     """Up to two rows whose id starts with ``prefix`` (two: the prefix is ambiguous)."""
     condition = EVENT.c.id.startswith(prefix)  # safe unescaped: ids are checked to [0-9a-f-]
-    if dialect.name == "sqlite":
-        # SQLite turns LIKE into an index range only under case_sensitive_like; say it directly.
-        # (MySQL does so itself; with a locale collation PostgreSQL's ranges do not mean prefix.)
-        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        condition = and_(EVENT.c.id >= prefix, EVENT.c.id < upper, condition)
+    # The same match as a range on the primary key, which every planner can use: PostgreSQL
+    # turns LIKE into a range only under the "C" collation, SQLite only with case_sensitive_like.
+    # LIKE stays, as the exact test; the range only has to hold every match.
+    low, high = id_range(prefix)
+    if low:
+        condition = and_(EVENT.c.id >= low, condition)
+    if high:
+        condition = and_(EVENT.c.id < high, condition)
     return select(EVENT).where(condition).order_by(EVENT.c.id).limit(2)
+
+
+def id_range(prefix: str) -> tuple[str, str]:
+    """Bounds ``[low, high)`` holding every id that starts with ``prefix`` ("": unbounded).
+
+    Only the leading hex digits bound it: digits and a-f sort as in ASCII in every collation,
+    while a locale collation (en_US) skips a uuid's '-' at first, so a bound with one would not.
+    """
+    head = prefix.split("-", 1)[0]
+    carried = head.rstrip("f")  # "12ff" ends below "13"; "ffff" has no upper bound
+    high = carried[:-1] + HEX[HEX.index(carried[-1]) + 1] if carried else ""
+    return head, high
 
 
 def _conditions(query: EventQuery) -> list[ColumnElement[bool]]:
