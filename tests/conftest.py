@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dispatchd import sqlite
+from dispatchd.dispatchers.database import DatabaseDispatcher, DatabaseOptions
 from dispatchd.spool import Spool
 
 from .support import TESTPLUGINS
@@ -76,3 +77,19 @@ async def make_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Daemon]]:
     yield factory
     for daemon in made:
         daemon.kill()
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Callable[..., Awaitable[DatabaseDispatcher]]]:
+    """Start ``database`` dispatchers for a test and close every one of them afterwards."""
+    backends: list[DatabaseDispatcher] = []
+
+    async def start(url: str, **options: Any) -> DatabaseDispatcher:
+        backend = DatabaseDispatcher("database", DatabaseOptions(url=url, **options))
+        backends.append(backend)
+        await backend.start()
+        return backend
+
+    yield start
+    for backend in backends:
+        await backend.close()

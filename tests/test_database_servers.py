@@ -127,22 +127,6 @@ async def server_db(request):
         yield db
 
 
-@pytest.fixture
-async def started():
-    """Start dispatchers for a test and close every one of them afterwards."""
-    backends: list[DatabaseDispatcher] = []
-
-    async def start(url: str, **options) -> DatabaseDispatcher:
-        backend = DatabaseDispatcher("database", DatabaseOptions(url=url, **options))
-        backends.append(backend)
-        await backend.start()
-        return backend
-
-    yield start
-    for backend in backends:
-        await backend.close()
-
-
 def records(n: int, **overrides) -> list[Record]:
     return [Record.model_validate(record(**overrides)) for _ in range(n)]
 

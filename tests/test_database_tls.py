@@ -35,22 +35,6 @@ SECRET = "tls-S3cret/pw@x"
 VERIFY_FAILED = "certificate verify failed"
 
 
-@pytest.fixture
-async def started():
-    """Start dispatchers for a test and close every one of them afterwards."""
-    backends: list[DatabaseDispatcher] = []
-
-    async def start(url: str, **options) -> DatabaseDispatcher:
-        backend = DatabaseDispatcher("database", DatabaseOptions(url=url, **options))
-        backends.append(backend)
-        await backend.start()
-        return backend
-
-    yield start
-    for backend in backends:
-        await backend.close()
-
-
 def records(n: int) -> list[Record]:
     return [Record.model_validate(record()) for _ in range(n)]
 

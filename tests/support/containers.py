@@ -8,15 +8,13 @@ import asyncio
 import os
 import shlex
 import subprocess
-import time
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from .config import merge, write_config
+from .daemon import ready
 
 DEPLOY_CONFIG = Path(__file__).parent.parent.parent / "deploy" / "config" / "dispatchd.toml"
 CONTAINER = shlex.split(os.environ.get("DISPATCHD_CONTAINER", "podman"))  # the Makefile's CONTAINER
@@ -64,17 +62,8 @@ class ContainerReplica:
                             "--network", "host", "-v", f"{self.volume}:/var/lib/dispatchd",
                             "-v", f"{self.config_dir}:/etc/dispatchd:ro", *env, IMAGE)
             self.created = True
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                try:
-                    async with session.get(self.url + "/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"{self.instance} not ready after {timeout}s:\n{await self.logs_async()}")
+        if not await ready(self.url, timeout, interval=0.1):
+            raise TimeoutError(f"{self.instance} not ready after {timeout}s:\n{await self.logs_async()}")
 
     async def kill(self) -> None:
         await container("kill", "-s", "KILL", self.instance)

@@ -30,6 +30,25 @@ def free_port() -> int:
         return port
 
 
+async def ready(url: str, timeout: float, gone: Callable[[], str | None] = lambda: None,
+                ssl: Any = True, interval: float = 0.05) -> bool:
+    """Poll ``url``/readyz until it answers 200 (True) or ``timeout`` passes (False); ``gone``
+    says why the server's process has ended, raised as ``RuntimeError``."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl)) as session:
+        while time.monotonic() < deadline:
+            if (why := gone()) is not None:
+                raise RuntimeError(why)
+            try:
+                async with session.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return True
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(interval)
+    return False
+
+
 class Daemon:
     """One data directory and config; ``start`` can be called again after a stop or a kill.
 
@@ -59,19 +78,14 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [str(DISPATCHD), "serve", "-c", str(self.config)], stdout=log, stderr=log, env=env
             )
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl)) as session:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"dispatchd exited with {self.proc.returncode}:\n{self.logs()}")
-                try:
-                    async with session.get(self.url + "/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise TimeoutError(f"dispatchd not ready after {timeout}s:\n{self.logs()}")
+        proc = self.proc
+
+        def gone() -> str | None:
+            code = proc.poll()
+            return None if code is None else f"dispatchd exited with {code}:\n{self.logs()}"
+
+        if not await ready(self.url, timeout, gone, ssl=ssl):
+            raise TimeoutError(f"dispatchd not ready after {timeout}s:\n{self.logs()}")
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None

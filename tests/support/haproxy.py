@@ -4,19 +4,16 @@ names. Needs the ``haproxy`` binary (Debian package; ``.ci/run`` installs it).""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from .daemon import free_port
+from .daemon import free_port, ready
 
 DEPLOYED = Path(__file__).parent.parent.parent / "deploy" / "haproxy.cfg"
 
@@ -76,19 +73,14 @@ class HAProxy:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([self.binary, "-db", "-f", str(self.config)],
                                          stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"haproxy exited with {self.proc.returncode}:\n{self.logs()}")
-                try:
-                    async with session.get(self.url + "/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise TimeoutError(f"haproxy not serving after {timeout}s:\n{self.logs()}")
+        proc = self.proc
+
+        def gone() -> str | None:
+            code = proc.poll()
+            return None if code is None else f"haproxy exited with {code}:\n{self.logs()}"
+
+        if not await ready(self.url, timeout, gone):
+            raise TimeoutError(f"haproxy not serving after {timeout}s:\n{self.logs()}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
