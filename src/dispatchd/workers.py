@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 # handed over. The sink's own window bounds what is in flight; this bounds what a record that
 # failed mid-window can hold behind it while the records after it settle.
 PIPELINE_SPAN = 4
-# Records a pipelined worker reads and hands over at once: small enough that a turn on the loop
-# is cut at about a millisecond or two of publishing.
+# Records a pipelined worker hands over at once (it reads a batch, then hands it over in these):
+# small enough that a turn on the loop is cut at about a millisecond or two of publishing.
 PIPELINE_FILL = 100
 
 State = Literal["starting", "running", "retrying", "failed", "draining", "stopped"]
