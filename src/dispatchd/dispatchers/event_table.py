@@ -76,9 +76,22 @@ def sqlite_upsert() -> str:
     return str(compiled)
 
 
-def missing_columns(present: set[str]) -> list[str]:
-    """Columns an existing ``event`` table lacks (empty: it is Senlin's, dispatchd can write)."""
-    return [name for name in COLUMNS if name not in present]
+class SchemaError(RuntimeError):
+    """The ``event`` table exists and is not Senlin's: a start error, never an outage."""
+
+
+def check_columns(present: set[str]) -> None:
+    """``SchemaError`` naming the columns an existing ``event`` table lacks, if any."""
+    if missing := [name for name in COLUMNS if name not in present]:
+        raise SchemaError(
+            f"the existing event table lacks column(s) {', '.join(missing)}: it is not "
+            "Senlin's (run Senlin's migrations, or point url at another database)"
+        )
+
+
+def table_state(created: bool) -> str:
+    """What status says of the ``event`` table a store opened."""
+    return "created by dispatchd" if created else "existing (written as it is)"
 
 
 SAMPLES = (datetime(2026, 12, 1, 6, 0, 0, 123456), datetime(5, 1, 2, 3, 4, 5), datetime.max)

@@ -17,9 +17,9 @@ from asyncmy.errors import InterfaceError, OperationalError
 from sqlalchemy.dialects.mysql import asyncmy as asyncmy_dialect
 from sqlalchemy.dialects.mysql import insert
 
-from .event_table import COLUMNS, EVENT, ddl, missing_columns
+from .event_table import COLUMNS, EVENT, check_columns, ddl
 from .store import Query, Row
-from .store_server import SchemaError, ServerStore
+from .store_server import ServerStore
 
 DIALECT = asyncmy_dialect.dialect()
 LOCK_NAME = "dispatchd.event_table"  # replicas starting together create the table once
@@ -93,12 +93,7 @@ class MysqlStore(ServerStore[Pool, Connection]):
                 await cur.execute(COLUMNS_SQL)
                 present = {row[0] for row in await cur.fetchall()}
                 if present:
-                    if missing := missing_columns(present):
-                        raise SchemaError(
-                            f"the existing event table lacks column(s) {', '.join(missing)}: it "
-                            "is not Senlin's (run Senlin's migrations, or point url at another "
-                            "database)"
-                        )
+                    check_columns(present)
                     return False
                 for statement in ddl(DIALECT):
                     await cur.execute(statement)

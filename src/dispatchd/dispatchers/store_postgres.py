@@ -19,9 +19,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.types import TypeEngine
 
-from .event_table import COLUMNS, EVENT, ddl, missing_columns
+from .event_table import COLUMNS, EVENT, check_columns, ddl
 from .store import Query, Row
-from .store_server import SchemaError, ServerStore
+from .store_server import ServerStore
 
 DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 # Replicas starting together on an empty database would race to create the table; the one that
@@ -95,11 +95,7 @@ class PostgresStore(ServerStore[Pool, Connection]):
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
             present = {row[0] for row in await conn.fetch(COLUMNS_SQL)}
             if present:
-                if missing := missing_columns(present):
-                    raise SchemaError(
-                        f"the existing event table lacks column(s) {', '.join(missing)}: it is "
-                        "not Senlin's (run Senlin's migrations, or point url at another database)"
-                    )
+                check_columns(present)
                 return False
             for statement in ddl(DIALECT):
                 await conn.execute(statement)

@@ -24,7 +24,7 @@ from sqlalchemy.sql import Select
 
 from dispatchd import Record, Unavailable
 
-from .event_table import row_encoder
+from .event_table import row_encoder, table_state
 from .store import Query, Reported, Row, compile_query
 from .store_url import StoreUrl
 from .tls import handshake_failure
@@ -45,10 +45,6 @@ class Settings:
     connect_timeout: float = 10.0
     command_timeout: float = 10.0
     ssl: ssl.SSLContext | None = None
-
-
-class SchemaError(RuntimeError):
-    """The ``event`` table exists and is not Senlin's: a start error, never an outage."""
 
 
 class ServerStore(ABC, Generic[PoolT, ConnT]):
@@ -174,7 +170,7 @@ class ServerStore(ABC, Generic[PoolT, ConnT]):
                         raise self._unavailable(f"cannot reach {self.url.masked}", exc) from None
                     raise
                 if created or self._table == "not checked yet":  # a reconnect finds it there
-                    self._table = "created by dispatchd" if created else "existing (written as it is)"
+                    self._table = table_state(created)
                 self._writer = pool
                 log.info("dispatcher %s: connected to %s (%s), event table %s", self.name,
                          self.url.masked, self.url.driver, self._table)

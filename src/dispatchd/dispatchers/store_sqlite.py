@@ -19,7 +19,7 @@ from sqlalchemy.sql import Select
 from dispatchd import Unavailable
 from dispatchd.sqlite import Connection
 
-from .event_table import ddl, missing_columns, row_encoder, sqlite_upsert
+from .event_table import check_columns, ddl, row_encoder, sqlite_upsert, table_state
 from .store import Reported, Row, compile_query
 from .store_url import StoreUrl
 
@@ -32,12 +32,7 @@ def prepare(conn: sqlite3.Connection) -> bool:
     """Make sure an ``event`` table Senlin can read is there; True if it was created now."""
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "event" in tables:
-        present = {row[1] for row in conn.execute("PRAGMA table_info(event)")}
-        if missing := missing_columns(present):
-            raise RuntimeError(
-                f"the existing event table lacks column(s) {', '.join(missing)}: it is not "
-                "Senlin's (run Senlin's migrations, or point url at another database)"
-            )
+        check_columns({row[1] for row in conn.execute("PRAGMA table_info(event)")})
         return False
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -108,7 +103,7 @@ class SqliteStore:
                                             name=f"{self.name}: opening {self.path}")
         await asyncio.wait({self._opening})
         self._db, created = self._opening.result()
-        self._table = "created by dispatchd" if created else "existing (written as it is)"
+        self._table = table_state(created)
 
     async def close(self) -> None:
         opening, self._opening, self._db = self._opening, None, None
