@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler, Middleware
-from pydantic_core import to_json
 
 from . import openapi, query_api
 from .budget import ByteBudget
@@ -20,7 +19,7 @@ from .constants import API_PREFIX, JSON, NDJSON
 from .core import Core
 from .decode import decode_records
 from .errors import DispatchdError, Stopping
-from .http_errors import ApiError, from_domain
+from .http_errors import ApiError, from_domain, json_response
 from .metrics import CONTENT_TYPE, Metrics
 from .timefmt import rfc3339
 
@@ -41,13 +40,6 @@ class Context:
 
 
 CONTEXT: web.AppKey[Context] = web.AppKey("context")
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    # pydantic-core's serializer: the 202 of every ingest is built here, several times faster
-    # than json.dumps; anything it cannot encode is written as its str(), as before.
-    body = to_json(data, fallback=str)
-    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 # -- ingest -------------------------------------------------------------------------------------

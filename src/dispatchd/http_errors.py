@@ -1,8 +1,12 @@
-"""The one error shape of the HTTP API, and how each typed error of the core maps to it."""
+"""The one error shape of the HTTP API, how each typed error of the core maps to it, and the
+JSON body every answer, error or not, is written as."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from aiohttp import web
+from pydantic_core import to_json
 
 from .constants import RETRY_AFTER_FULL, RETRY_AFTER_STOPPING
 from .errors import (
@@ -75,3 +79,10 @@ def from_domain(exc: DispatchdError) -> ApiError | None:
             headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
             return ApiError(status, code, str(exc), headers=headers)
     return None
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # pydantic-core's serializer: the 202 of every ingest is built here, several times faster
+    # than json.dumps; anything it cannot encode is written as its str(), as before.
+    body = to_json(data, fallback=str)
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from pydantic_core import to_json
 
 from .constants import API_PREFIX
 from .core import Core
 from .event_query import get_event, list_events, parse_query
+from .http_errors import json_response
 
 
 class EventRoutes:
@@ -21,18 +19,14 @@ class EventRoutes:
     async def list(self, request: web.Request) -> web.Response:
         query = parse_query(request.query.items())  # 400 before the store is even looked at
         events = await list_events(self.core.event_store(), query)
-        return _json({"events": events})
+        return json_response({"events": events})
 
     async def show(self, request: web.Request) -> web.Response:
         event = await get_event(self.core.event_store(), request.match_info["id"])
-        return _json({"event": event})
+        return json_response({"event": event})
 
 
 def routes(core: Core) -> list[web.RouteDef]:
     handlers = EventRoutes(core)
     return [web.get(f"{API_PREFIX}/events", handlers.list),
             web.get(f"{API_PREFIX}/events/{{id}}", handlers.show)]
-
-
-def _json(data: Any) -> web.Response:
-    return web.Response(body=to_json(data, fallback=str), content_type="application/json")
