@@ -48,8 +48,8 @@ from dispatchd.event_query import (
     EVENT,
     EventQuery,
     get_event,
+    id_statement,
     list_events,
-    marker_statement,
     page_statement,
     parse_query,
     prefix_statement,
@@ -183,7 +183,7 @@ async def measure(store: DatabaseDispatcher, rows: int, runs: int) -> dict[str, 
 async def plans(store: DatabaseDispatcher, url: str) -> list[tuple[str, str]]:
     """Each statement shape's plan, as the store's database makes it: which index it takes."""
     dialect = store.dialect
-    marker = (await store.fetch(marker_statement(
+    marker = (await store.fetch(id_statement(
         (await list_events(store, parse_query([("cluster_id", cluster(1))])))[-1]["id"])))[0]
     some_id = (await list_events(store, parse_query([])))[0]["id"]
     shapes: dict[str, Select[Any]] = {

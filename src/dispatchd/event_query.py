@@ -186,12 +186,8 @@ def page_statement(query: EventQuery, dialect: Dialect,
     return stmt.order_by(*_order(query.order, dialect)).limit(query.limit)
 
 
-def marker_statement(marker: str) -> Select[Any]:
-    """The marker row's sort-key values."""
-    return select(EVENT).where(EVENT.c.id == marker)
-
-
 def id_statement(ident: str) -> Select[Any]:
+    """The row with this id: an event to show, or a marker whose sort-key values bound a page."""
     return select(EVENT).where(EVENT.c.id == ident)
 
 
@@ -278,7 +274,7 @@ async def list_events(store: EventStore, query: EventQuery) -> list[dict[str, An
     """One page of events, as Senlin's API shows them."""
     after = None
     if query.marker is not None:
-        found = await _fetch(store, marker_statement(query.marker))
+        found = await _fetch(store, id_statement(query.marker))
         if not found:
             raise InvalidQuery("marker", f"no event has id {query.marker!r}")
         after = found[0]
