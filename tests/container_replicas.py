@@ -15,7 +15,7 @@ from .support.amqp import RABBIT_HOST, RABBIT_PORT, bound_queue
 from .support.containers import IMAGE, ContainerReplica
 from .support.daemon import free_port
 from .support.haproxy import HAProxy, require_haproxy
-from .support.replicas import kill_and_restart_under_load
+from .support.replicas import run_behind_haproxy
 from .support.sql import HOST, PORTS, fresh_database
 
 
@@ -35,18 +35,9 @@ async def test_a_container_killed_under_load_loses_and_duplicates_nothing(tmp_pa
                     for i in (1, 2)]
         proxy = HAProxy(tmp_path, [(r.instance, r.port) for r in replicas])
         try:
-            for replica in replicas:
-                await replica.start()
-            await proxy.start()
-            report = await kill_and_restart_under_load(
-                replicas, proxy.url, db, queue, cluster=f"cluster-{run}", token=token)
-        except BaseException:
-            for replica in replicas:
-                print(f"--- {replica.instance} ---\n{replica.logs()[-6000:]}")
-            print(f"--- haproxy ---\n{proxy.logs()[-3000:]}")
-            raise
+            report = await run_behind_haproxy(replicas, proxy, db, queue, cluster=f"cluster-{run}",
+                                              token=token)
         finally:
-            proxy.stop()
             for replica in replicas:
                 await replica.remove()
     print(f"\n{IMAGE}, PostgreSQL: {report.summary()}")

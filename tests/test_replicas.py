@@ -14,7 +14,7 @@ import pytest
 from .support.amqp import bound_queue
 from .support.daemon import Daemon
 from .support.haproxy import HAProxy, require_haproxy
-from .support.replicas import kill_and_restart_under_load
+from .support.replicas import run_behind_haproxy
 from .support.sql import DIALECTS, fresh_database
 
 
@@ -48,18 +48,9 @@ async def test_a_replica_killed_under_load_loses_and_duplicates_nothing(tmp_path
                     for name in ("replica-a", "replica-b")]
         proxy = HAProxy(tmp_path, [(r.instance, r.daemon.port) for r in replicas])
         try:
-            for replica in replicas:
-                await replica.start()
-            await proxy.start()
-            report = await kill_and_restart_under_load(
-                replicas, proxy.url, db, queue, cluster=f"cluster-{uuid.uuid4().hex[:8]}")
-        except BaseException:
-            for replica in replicas:
-                print(f"--- {replica.instance} ---\n{replica.logs()[-6000:]}")
-            print(f"--- haproxy ---\n{proxy.logs()[-3000:]}")
-            raise
+            report = await run_behind_haproxy(replicas, proxy, db, queue,
+                                              cluster=f"cluster-{uuid.uuid4().hex[:8]}")
         finally:
-            proxy.stop()
             for replica in replicas:
                 replica.daemon.kill()
     print(f"{dialect}: {report.summary()}")

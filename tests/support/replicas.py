@@ -16,6 +16,7 @@ import aiohttp
 
 from .amqp import BoundQueue
 from .daemon import eventually
+from .haproxy import HAProxy
 from .records import record
 from .sql import ServerDb
 
@@ -182,3 +183,24 @@ async def kill_and_restart_under_load(
         assert len(set(instances)) == len(instances)
     report.seconds = time.monotonic() - began
     return report
+
+
+async def run_behind_haproxy(
+    replicas: Sequence[Replica], proxy: HAProxy, db: ServerDb, queue: BoundQueue, cluster: str,
+    token: str | None = None,
+) -> Report:
+    """Start the replicas and HAProxy, then the scenario; on a failure print their logs' ends.
+    HAProxy is stopped afterwards; the replicas are the caller's to remove."""
+    try:
+        for replica in replicas:
+            await replica.start()
+        await proxy.start()
+        return await kill_and_restart_under_load(replicas, proxy.url, db, queue, cluster=cluster,
+                                                 token=token)
+    except BaseException:
+        for replica in replicas:
+            print(f"--- {replica.instance} ---\n{replica.logs()[-6000:]}")
+        print(f"--- haproxy ---\n{proxy.logs()[-3000:]}")
+        raise
+    finally:
+        proxy.stop()
