@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -162,17 +162,25 @@ def _start_postgres(server: PrivatePostgres, bin_dir: Path) -> subprocess.Popen[
 
 
 async def _wait_postgres(server: PrivatePostgres, process: subprocess.Popen[bytes]) -> None:
+    await _wait_up("postgres", lambda: server.admin("SELECT 1"),
+                   (OSError, asyncpg.PostgresError, asyncpg.InterfaceError), process,
+                   server.directory / "postgres.log")
+
+
+async def _wait_up(name: str, probe: Callable[[], Awaitable[Any]],
+                   not_yet: tuple[type[BaseException], ...], process: subprocess.Popen[bytes],
+                   log: Path) -> None:
+    """Until ``probe`` succeeds; the end of ``log`` when the server exits or takes too long."""
     deadline = time.monotonic() + SERVER_WAIT
     while True:
         try:
-            await server.admin("SELECT 1")
+            await probe()
             return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except not_yet:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            log = server.directory / "postgres.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"the private postgres did not start in {SERVER_WAIT} s:\n{tail}")
+            raise RuntimeError(f"the private {name} did not start in {SERVER_WAIT} s:\n{tail}")
         await asyncio.sleep(0.1)
 
 
@@ -255,18 +263,8 @@ def _start_mariadb(directory: Path, port: int, pki: Pki) -> subprocess.Popen[byt
 
 
 async def _wait_mariadb(server: PrivateMariadb, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVER_WAIT
-    while True:
-        try:
-            await server.query("SELECT 1")
-            return
-        except (OSError, OperationalError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            log = server.directory / "error.log"
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"the private mariadbd did not start in {SERVER_WAIT} s:\n{tail}")
-        await asyncio.sleep(0.1)
+    await _wait_up("mariadbd", lambda: server.query("SELECT 1"), (OSError, OperationalError),
+                   process, server.directory / "error.log")
 
 
 @contextlib.contextmanager
