@@ -1,7 +1,8 @@
 """The database dispatcher over real TLS: a private PostgreSQL and a private MariaDB, each started
 with TLS for the module (this machine's shared servers are left alone). Each server is checked
 the same way: a batch stored with every connection encrypted, a server certificate from another
-CA refused as ``Unavailable`` with a clear, password-free reason, ``ssl_verify = false``
+CA refused as ``Unavailable`` with a clear, password-free reason, a trusted certificate that is
+not for the url's host refused as well (the servers also listen on ``OTHER_HOST``), ``ssl_verify = false``
 connecting anyway, and a client certificate. Both need root, to run the servers (CI runs as
 root: with CI=true they never skip).
 """
@@ -24,6 +25,7 @@ from .support.records import record
 from .support.sql import HOST, ServerDb, fresh_database, user_with_password
 from .support.sql_tls import (
     CLIENT_DN,
+    OTHER_HOST,
     Pki,
     PrivateMariadb,
     PrivatePostgres,
@@ -43,6 +45,12 @@ async def stored(backend: DatabaseDispatcher) -> int:
     """Rows in the event table, read through the dispatcher's own (reader) connections."""
     rows = await backend.fetch(select(func.count().label("n")).select_from(EVENT))
     return int(rows[0]["n"])
+
+
+def assert_not_for_the_host(exc: Unavailable) -> None:
+    text = str(exc)
+    assert f"TLS: {VERIFY_FAILED}" in text and OTHER_HOST in text, text
+    assert "trusted but not for the url's host" in text and "ssl_ca_file" not in text, text
 
 
 def assert_refused_clearly(exc: Unavailable, url_shown: str) -> None:
@@ -121,6 +129,16 @@ async def test_postgresql_with_a_server_certificate_of_another_ca_is_unavailable
         assert await pg_connections(pg_db) == []
 
 
+async def test_postgresql_with_a_certificate_not_for_the_urls_host_is_unavailable(
+        pg_tls: Pki, pg_db, started):
+    backend = await started(pg_db.url(host=OTHER_HOST), ssl=True, ssl_ca_file=str(pg_tls.ca),
+                            connect_timeout=3)
+    with pytest.raises(Unavailable) as info:
+        await backend.dump_batch(records(1))
+    assert_not_for_the_host(info.value)
+    assert await pg_connections(pg_db) == []
+
+
 async def test_postgresql_without_verification_connects_whatever_signed_the_server(
         pg_tls: Pki, pg_db, started):
     backend = await started(pg_db.url(), ssl=True, ssl_ca_file=str(pg_tls.other_ca),
@@ -197,6 +215,17 @@ async def test_mariadb_with_a_server_certificate_of_another_ca_is_unavailable(
     with pytest.raises(Unavailable) as info:
         await backend.dump_batch(records(1))
     assert_refused_clearly(info.value, f"mysql://{user}@{HOST}:{mariadb.port}/{db.name}")
+    assert backend.report()["connected"] is False
+
+
+async def test_mariadb_with_a_certificate_not_for_the_urls_host_is_unavailable(
+        mariadb: PrivateMariadb, my_db, started):
+    db, user = my_db
+    backend = await started(db.url(user=user, host=OTHER_HOST), password=SECRET, ssl=True,
+                            ssl_ca_file=str(mariadb.pki.ca), connect_timeout=3)
+    with pytest.raises(Unavailable) as info:
+        await backend.dump_batch(records(1))
+    assert_not_for_the_host(info.value)
     assert backend.report()["connected"] is False
 
 

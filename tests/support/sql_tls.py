@@ -34,6 +34,9 @@ CLIENT_CN = "dispatchd-client"
 # Short: PostgreSQL's pg_stat_ssl cuts a client's DN at 63 bytes.
 CLIENT_DN = f"/O=dispatchd/OU=tests/CN={CLIENT_CN}"
 SERVER_WAIT = 20.0  # seconds for a server to take TLS connections
+# The private servers listen here too; their certificate is for HOST and localhost only, so a
+# url with this host reaches a trusted server whose certificate is not for it.
+OTHER_HOST = "127.0.0.2"
 
 
 def _missing(message: str) -> NoReturn:
@@ -138,7 +141,8 @@ def _as_postgres(directory: Path) -> dict[str, Any]:
 # Only TLS over TCP (a plain connection finds no line); the Unix socket is the tests' admin way in.
 # With ssl_ca_file set the server asks for a client certificate, checks one that comes and shows
 # its subject in pg_stat_ssl; trust lets the connections without one in too.
-PG_HBA = "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
+PG_HBA = ("local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
+          f"hostssl all all {OTHER_HOST}/32 trust\n")
 
 
 def _start_postgres(server: PrivatePostgres, bin_dir: Path) -> subprocess.Popen[bytes]:
@@ -154,7 +158,7 @@ def _start_postgres(server: PrivatePostgres, bin_dir: Path) -> subprocess.Popen[
     with log:
         return subprocess.Popen(
             [str(bin_dir / "postgres"), "-D", str(server.data), "-p", str(server.port),
-             "-k", str(server.directory), "-c", f"listen_addresses={HOST}",
+             "-k", str(server.directory), "-c", f"listen_addresses={HOST},{OTHER_HOST}",
              "-c", "ssl=on", "-c", f"ssl_cert_file={pki.server_cert}",
              "-c", f"ssl_key_file={pki.server_key}", "-c", f"ssl_ca_file={pki.ca}",
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
@@ -255,7 +259,7 @@ def _start_mariadb(directory: Path, port: int, pki: Pki) -> subprocess.Popen[byt
         check=True, capture_output=True, timeout=60)
     return subprocess.Popen(
         [str(_program("mariadbd")), "--no-defaults", f"--datadir={data}", "--user=root",
-         f"--port={port}", f"--bind-address={HOST}", f"--socket={directory / 'mariadb.sock'}",
+         f"--port={port}", f"--bind-address={HOST},{OTHER_HOST}", f"--socket={directory / 'mariadb.sock'}",
          f"--pid-file={directory / 'mariadb.pid'}", f"--log-error={directory / 'error.log'}",
          f"--ssl-cert={pki.server_cert}", f"--ssl-key={pki.server_key}", f"--ssl-ca={pki.ca}",
          "--skip-log-bin", "--innodb-buffer-pool-size=16M", "--performance-schema=OFF"],

@@ -6,6 +6,9 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: the chain is
+# trusted, so the CA file is right and only the url's host is not.
+NOT_FOR_HOST = frozenset({62, 64})
 CHAIN_DEPTH = 8  # drivers wrap an ssl error once or twice; never loop on a cyclic chain
 
 
@@ -32,6 +35,10 @@ def client_context(ca_file: str | None, cert_file: str | None, key_file: str | N
 def handshake_failure(exc: BaseException) -> str | None:
     """Why TLS failed, when ``exc`` is an ssl error or a driver's error wrapping one; else None."""
     for seen in _chain(exc):
+        if isinstance(seen, ssl.SSLCertVerificationError) and seen.verify_code in NOT_FOR_HOST:
+            return (f"TLS: certificate verify failed ({seen.verify_message}): the server's "
+                    "certificate is trusted but not for the url's host; use a host name or "
+                    "address the certificate holds (or ssl_verify = false)")
         if isinstance(seen, ssl.SSLCertVerificationError):
             return (f"TLS: certificate verify failed ({seen.verify_message or _reason(seen)}): "
                     "ssl_ca_file must hold the CA that signed the server's certificate, and the "
