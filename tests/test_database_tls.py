@@ -2,9 +2,9 @@
 with TLS for the module (this machine's shared servers are left alone). Each server is checked
 the same way: a batch stored with every connection encrypted, a server certificate from another
 CA refused as ``Unavailable`` with a clear, password-free reason, a trusted certificate that is
-not for the url's host refused as well (the servers also listen on ``OTHER_HOST``), ``ssl_verify = false``
-connecting anyway, and a client certificate. Both need root, to run the servers (CI runs as
-root: with CI=true they never skip).
+not for the url's host refused as well (the servers also listen on ``OTHER_HOST``),
+``ssl_verify = false`` connecting anyway, and a client certificate. Both need root, to run the
+servers (CI runs as root: with CI=true they never skip).
 """
 
 from __future__ import annotations

@@ -259,7 +259,8 @@ def _start_mariadb(directory: Path, port: int, pki: Pki) -> subprocess.Popen[byt
         check=True, capture_output=True, timeout=60)
     return subprocess.Popen(
         [str(_program("mariadbd")), "--no-defaults", f"--datadir={data}", "--user=root",
-         f"--port={port}", f"--bind-address={HOST},{OTHER_HOST}", f"--socket={directory / 'mariadb.sock'}",
+         f"--port={port}", f"--bind-address={HOST},{OTHER_HOST}",
+         f"--socket={directory / 'mariadb.sock'}",
          f"--pid-file={directory / 'mariadb.pid'}", f"--log-error={directory / 'error.log'}",
          f"--ssl-cert={pki.server_cert}", f"--ssl-key={pki.server_key}", f"--ssl-ca={pki.ca}",
          "--skip-log-bin", "--innodb-buffer-pool-size=16M", "--performance-schema=OFF"],
