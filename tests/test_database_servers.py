@@ -160,7 +160,7 @@ async def test_senlins_table_is_created_with_dispatchds_indexes(server_db, start
     assert cols["timestamp"][:2] == (timestamp, "NO")
     assert cols["level"][2] == 63 and cols["user"][2] == 64
     assert cols["meta_data"][0] == ("text" if server_db.dialect == "postgresql" else "longtext")
-    assert {index.name for index in INDEXES} <= await indexes(server_db)
+    assert {index.name for index in INDEXES["other"]} <= await indexes(server_db)
 
 
 # Senlin's event table as its migrations leave it (first version, then the column renames and

@@ -332,6 +332,20 @@ def plan(db: sqlite3.Connection, statement: Any) -> str:
     return "; ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {text}"))
 
 
+def checks_before_reading_the_row(db: sqlite3.Connection, statement: Any) -> bool:
+    """Whether SQLite's program compares a value after its deferred seek before it reads any
+    column of the table: a filter checked on the index entry, the row fetched only if it passes."""
+    dialect = sqlite.dialect()
+    text = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    (root,) = db.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'event'").fetchone()
+    ops = [(op[1], op[2], op[3]) for op in db.execute(f"EXPLAIN {text}")]
+    table = next(p1 for code, p1, p2 in ops if code == "OpenRead" and p2 == root)
+    after = [(code, p1) for code, p1, _ in ops[[code for code, _, _ in ops].index("DeferredSeek"):]]
+    first = next(code for code, p1 in after if code in ("Eq", "Ne") or
+                 (code == "Column" and p1 == table))
+    return first != "Column"
+
+
 def test_the_usual_queries_use_an_index_on_100k_rows(tmp_path):
     rng = random.Random(3)
     start = datetime(2026, 1, 1)
@@ -366,6 +380,9 @@ def test_the_usual_queries_use_an_index_on_100k_rows(tmp_path):
         "SEARCH event USING INDEX sqlite_autoindex_event_1 (id>? AND id<?)")
     for name, found in plans.items():  # never a sort of every matching row
         assert "USE TEMP B-TREE FOR ORDER BY" not in found, (name, found)
+    with sqlite3.connect(tmp_path / "big.db") as db:  # the level is read off the index entry
+        assert checks_before_reading_the_row(db, page_statement(
+            parse_query([("cluster_id", "c1"), ("level", "40")]), sqlite.dialect()))
 
 
 def big_table(count: int, start: datetime) -> list[tuple[Any, ...]]:

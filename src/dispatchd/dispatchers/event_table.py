@@ -42,19 +42,30 @@ COLUMNS = tuple(column.name for column in EVENT.columns)
 
 # dispatchd's own, for its queries by time, entity and cluster: only on a table dispatchd made.
 # The query API's default order is newest first, ties broken by id ascending, so an entity's or a
-# cluster's first page is an index range in exactly that order: (…, timestamp DESC, id). InnoDB
-# ends every index with the primary key anyway; there an ascending index read backwards gave id
-# descending and every page sorted all matching rows. ``level`` comes last, after the order, so
-# a level filter is checked on the index entries and only matching rows are fetched: with level
+# cluster's first page is an index range in that order. ``level`` comes after the time, so a
+# level filter is checked on the index entries and only matching rows are fetched: with level
 # only in the row, a cluster's ERROR events (5 %) cost MariaDB 2,000 row fetches (p99 150 ms on
-# 1M rows; 15 ms with it; bench/query.py). Before id, level would break the order into a sort.
-INDEXES = (
-    Index("ix_event_timestamp", EVENT.c.timestamp.desc()),
-    Index("ix_event_oid_timestamp", EVENT.c.oid, EVENT.c.timestamp.desc(), EVENT.c.id,
-          EVENT.c.level),
-    Index("ix_event_cluster_id_timestamp", EVENT.c.cluster_id, EVENT.c.timestamp.desc(),
-          EVENT.c.id, EVENT.c.level),
-)
+# 1M rows; 16 ms with it; bench/query.py). InnoDB ends every index with the primary key, so
+# there the id goes before the level: after it, ties would be in level order and every query a
+# sort of the matching rows. SQLite and PostgreSQL sort ties by id in a small step of their own,
+# and the id in their indexes cost 11 % of SQLite's bare insert rate (37 bytes an entry).
+def _indexes(innodb: bool) -> tuple[Index, ...]:
+    tail = (EVENT.c.id, EVENT.c.level) if innodb else (EVENT.c.level,)
+    return (
+        Index("ix_event_timestamp", EVENT.c.timestamp.desc()),
+        Index("ix_event_oid_timestamp", EVENT.c.oid, EVENT.c.timestamp.desc(), *tail),
+        Index("ix_event_cluster_id_timestamp", EVENT.c.cluster_id, EVENT.c.timestamp.desc(),
+              *tail),
+    )
+
+
+INDEXES = {"mysql": _indexes(innodb=True), "other": _indexes(innodb=False)}
+
+
+def indexes(dialect: Dialect) -> tuple[Index, ...]:
+    """dispatchd's indexes as ``dialect`` gets them."""
+    return INDEXES["mysql" if dialect.name == "mysql" else "other"]
+
 
 Row = tuple[Any, ...]
 
@@ -62,7 +73,7 @@ Row = tuple[Any, ...]
 def ddl(dialect: Dialect) -> list[str]:
     """``CREATE TABLE event`` and dispatchd's indexes, in the dialect's SQL."""
     return [str(CreateTable(EVENT).compile(dialect=dialect)).strip()] + [
-        str(CreateIndex(index).compile(dialect=dialect)) for index in INDEXES
+        str(CreateIndex(index).compile(dialect=dialect)) for index in indexes(dialect)
     ]
 
 
