@@ -105,6 +105,16 @@ def check_columns(present: set[str]) -> None:
         )
 
 
+def creation_ddl(present: set[str], dialect: Dialect) -> list[str]:
+    """What a server store runs to have a table Senlin can read, given the columns an existing
+    ``event`` table has (``present``): nothing for Senlin's (``SchemaError`` for another), else
+    ``ddl(dialect)``."""
+    if present:
+        check_columns(present)
+        return []
+    return ddl(dialect)
+
+
 def table_state(created: bool) -> str:
     """What status says of the ``event`` table a store opened."""
     return "created by dispatchd" if created else "existing (written as it is)"

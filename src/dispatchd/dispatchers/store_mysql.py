@@ -17,7 +17,7 @@ from asyncmy.errors import InterfaceError, OperationalError
 from sqlalchemy.dialects.mysql import asyncmy as asyncmy_dialect
 from sqlalchemy.dialects.mysql import insert
 
-from .event_table import COLUMNS, EVENT, check_columns, ddl
+from .event_table import COLUMNS, EVENT, creation_ddl
 from .store import Query, Row
 from .store_server import ServerStore
 
@@ -91,13 +91,10 @@ class MysqlStore(ServerStore[Pool, Connection]):
             await cur.execute("SELECT GET_LOCK(%s, %s)", (LOCK_NAME, LOCK_WAIT))
             try:
                 await cur.execute(COLUMNS_SQL)
-                present = {row[0] for row in await cur.fetchall()}
-                if present:
-                    check_columns(present)
-                    return False
-                for statement in ddl(DIALECT):
+                statements = creation_ddl({row[0] for row in await cur.fetchall()}, DIALECT)
+                for statement in statements:
                     await cur.execute(statement)
-                return True
+                return bool(statements)
             finally:
                 await cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
                 await conn.commit()

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.types import TypeEngine
 
-from .event_table import COLUMNS, EVENT, check_columns, ddl
+from .event_table import COLUMNS, EVENT, creation_ddl
 from .store import Query, Row
 from .store_server import ServerStore
 
@@ -93,13 +93,10 @@ class PostgresStore(ServerStore[Pool, Connection]):
     async def _prepare(self, pool: Pool) -> bool:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
-            present = {row[0] for row in await conn.fetch(COLUMNS_SQL)}
-            if present:
-                check_columns(present)
-                return False
-            for statement in ddl(DIALECT):
+            statements = creation_ddl({row[0] for row in await conn.fetch(COLUMNS_SQL)}, DIALECT)
+            for statement in statements:
                 await conn.execute(statement)
-            return True
+            return bool(statements)
 
     def _acquire(self, pool: Pool) -> AbstractAsyncContextManager[Connection]:
         return pool.acquire()
