@@ -25,6 +25,18 @@ ADMIN = {"postgresql": "postgres", "mysql": "root"}
 DIALECTS = ("postgresql", "mysql")
 
 
+async def mysql_rows(sql: str, params: tuple[Any, ...], **connect: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (``%s`` parameters) on a MariaDB connection of its own, made with
+    ``connect``'s arguments."""
+    conn = await asyncmy.connect(autocommit=True, **connect)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, params or None)
+            return [tuple(row) for row in await cur.fetchall()]
+    finally:
+        conn.close()
+
+
 @dataclass
 class ServerDb:
     """A database of the test's own on one server, and a connection to look into it."""
@@ -52,14 +64,7 @@ class ServerDb:
                 return [tuple(row) for row in await conn.fetch(sql, *params)]
             finally:
                 await conn.close()
-        my = await asyncmy.connect(host=HOST, port=self.port, user="root", db=self.name,
-                                   autocommit=True)
-        try:
-            async with my.cursor() as cur:
-                await cur.execute(sql, params or None)
-                return [tuple(row) for row in await cur.fetchall()]
-        finally:
-            my.close()
+        return await mysql_rows(sql, params, host=HOST, port=self.port, user="root", db=self.name)
 
     async def execute(self, *statements: str) -> None:
         for statement in statements:

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import asyncmy
 import asyncpg
 import pytest
 import trustme
 from asyncmy.errors import OperationalError
 
 from .daemon import free_port
-from .sql import HOST
+from .sql import HOST, mysql_rows
 
 CLIENT_CN = "dispatchd-client"
 # Short: PostgreSQL's pg_stat_ssl cuts a client's DN at 63 bytes.
@@ -237,13 +236,7 @@ class PrivateMariadb:
                     **connect: Any) -> list[tuple[Any, ...]]:
         """Rows of ``sql`` as root over the Unix socket, or with ``connect``'s arguments."""
         where: dict[str, Any] = connect or {"unix_socket": self.socket, "user": "root"}
-        conn = await asyncmy.connect(db=database, autocommit=True, connect_timeout=5, **where)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql, params or None)
-                return [tuple(row) for row in await cur.fetchall()]
-        finally:
-            conn.close()
+        return await mysql_rows(sql, params, db=database, connect_timeout=5, **where)
 
 
 def _program(name: str) -> str | None:
