@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,29 +67,35 @@ def check_kubernetes(*paths: Path) -> subprocess.CompletedProcess[str]:
     return run(BIN / "kubernetes-validate", "--strict", "-k", K8S_VERSION, *paths)
 
 
+def assert_fails_broken_copies(check: Callable[..., subprocess.CompletedProcess[str]],
+                               original: Path, edits: list[tuple[str, str]], tmp_path: Path) -> None:
+    """``check`` refuses each copy of ``original`` with one ``(old, new)`` edit made."""
+    text = original.read_text()
+    for old, new in edits:
+        assert old in text, old  # an edit that changes nothing would prove nothing
+        broken = tmp_path / original.name
+        broken.write_text(text.replace(old, new))
+        result = check(broken)
+        assert result.returncode == 1, result.stdout
+
+
 def test_the_compose_validator_passes_the_file_and_fails_a_broken_copy(tmp_path):
     good = check_compose(DEPLOY / "compose.yaml")
     assert good.returncode == 0, good.stdout + good.stderr
-    text = (DEPLOY / "compose.yaml").read_text()
-    for bad in (text.replace("stop_grace_period:", "stop_grace_perod:"),
-                text.replace("restart: unless-stopped", "restart: [sometimes]")):
-        broken = tmp_path / "compose.yaml"
-        broken.write_text(bad)
-        result = check_compose(broken)
-        assert result.returncode == 1, result.stdout
+    assert_fails_broken_copies(check_compose, DEPLOY / "compose.yaml", [
+        ("stop_grace_period:", "stop_grace_perod:"),
+        ("restart: unless-stopped", "restart: [sometimes]"),
+    ], tmp_path)
 
 
 def test_the_kubernetes_validator_passes_the_resources_and_fails_a_broken_copy(tmp_path):
     resources = [p for p in sorted(KUBERNETES.glob("*.yaml")) if p.name != "kustomization.yaml"]
     good = check_kubernetes(*resources)
     assert good.returncode == 0, good.stdout + good.stderr
-    text = (KUBERNETES / "statefulset.yaml").read_text()
-    for bad in (text.replace("terminationGracePeriodSeconds:", "terminationGracePeriod:"),
-                text.replace("containerPort: 8080", "containerPort: http")):
-        broken = tmp_path / "statefulset.yaml"
-        broken.write_text(bad)
-        result = check_kubernetes(broken)
-        assert result.returncode == 1, result.stdout
+    assert_fails_broken_copies(check_kubernetes, KUBERNETES / "statefulset.yaml", [
+        ("terminationGracePeriodSeconds:", "terminationGracePeriod:"),
+        ("containerPort: 8080", "containerPort: http"),
+    ], tmp_path)
 
 
 def test_each_compose_replica_has_its_own_spool_volume_and_sits_behind_haproxy():
